@@ -1,0 +1,1 @@
+//! gyre-herd (not built yet).
