@@ -745,7 +745,8 @@ mod tests {
 
         // Cancel (and inspect) from inside its own callback.
         let handle: Rc<RefCell<Option<DelayedCall>>> = Rc::default();
-        let seen: Rc<Cell<Option<(Result<(), TimerError>, bool)>>> = Rc::default();
+        type Seen = Option<(Result<(), TimerError>, bool)>;
+        let seen: Rc<Cell<Seen>> = Rc::default();
         let (h, s) = (handle.clone(), seen.clone());
         let call = clock.call_later(secs(1), move || {
             if let Some(me) = h.borrow().as_ref() {

@@ -79,6 +79,19 @@ pub enum ConnectionLost {
     Error(io::Error),
 }
 
+impl Clone for ConnectionLost {
+    /// Clones; an I/O error is copied as its kind and message.
+    fn clone(&self) -> Self {
+        match self {
+            ConnectionLost::Done => ConnectionLost::Done,
+            ConnectionLost::Aborted => ConnectionLost::Aborted,
+            ConnectionLost::Panicked(m) => ConnectionLost::Panicked(m.clone()),
+            ConnectionLost::Shutdown => ConnectionLost::Shutdown,
+            ConnectionLost::Error(e) => ConnectionLost::Error(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 impl ConnectionLost {
     /// Whether the close was orderly ([`ConnectionLost::Done`] or
     /// [`ConnectionLost::Shutdown`]).

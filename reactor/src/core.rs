@@ -1,0 +1,869 @@
+//! The [`Reactor`]: the event loop, its life cycle, and the slot table that
+//! maps mio tokens to connections, listeners and connect attempts.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::clock::{Clock, DelayedCall};
+use crate::connector::Attempt;
+use crate::defer::{self, Deferred};
+use crate::listener::Listener;
+use crate::signals::SignalHandlers;
+use crate::tcp::Conn;
+use crate::threads::{ThreadPool, ThreadShared};
+
+/// The token of the cross-thread waker.
+const WAKER_TOKEN: usize = usize::MAX;
+/// The token of the signal self-pipe.
+pub(crate) const SIGNAL_TOKEN: usize = usize::MAX - 1;
+/// Size of the read buffer shared by every connection of a reactor.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// Events taken from the kernel per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Errors of the reactor's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReactorError {
+    /// `stop` was called while the reactor was not running.
+    NotRunning,
+    /// `run` was called while the reactor was running.
+    AlreadyRunning,
+    /// `run` was called after the reactor had stopped (reactors do not restart).
+    NotRestartable,
+    /// `iterate` or `run` was called from inside a callback of the same reactor.
+    Reentrant,
+}
+
+impl fmt::Display for ReactorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReactorError::NotRunning => "the reactor is not running",
+            ReactorError::AlreadyRunning => "the reactor is already running",
+            ReactorError::NotRestartable => "the reactor has stopped and cannot be restarted",
+            ReactorError::Reentrant => "the reactor's loop cannot be entered from its own callbacks",
+        })
+    }
+}
+
+impl std::error::Error for ReactorError {}
+
+/// When a system event trigger runs, relative to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the event; a `Before` trigger may return a Deferred to wait for.
+    Before,
+    /// While the event happens.
+    During,
+    /// After it.
+    After,
+}
+
+/// A reactor life-cycle event (Twisted's `startup` and `shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemEvent {
+    /// `run` started.
+    Startup,
+    /// The reactor is stopping.
+    Shutdown,
+}
+
+/// Identifies a trigger, for [`Reactor::remove_system_event_trigger`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriggerId(u64);
+
+type Trigger = Box<dyn FnOnce(&Reactor) -> Option<Deferred<()>>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RunState {
+    NotStarted,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+/// Settings for a new reactor; see [`Reactor::builder`].
+#[derive(Debug, Clone)]
+pub struct ReactorBuilder {
+    clock: Option<ClockChoice>,
+    backlog: i32,
+    thread_pool_size: usize,
+    install_signal_handlers: bool,
+    shutdown_timeout: Duration,
+}
+
+#[derive(Clone)]
+struct ClockChoice(Clock);
+
+impl fmt::Debug for ClockChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_manual() { "manual" } else { "real" })
+    }
+}
+
+impl Default for ReactorBuilder {
+    fn default() -> Self {
+        ReactorBuilder {
+            clock: None,
+            backlog: 1024,
+            thread_pool_size: 10,
+            install_signal_handlers: true,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ReactorBuilder {
+    /// Uses `clock` for every timer (a [`ManualClock`](crate::clock::ManualClock)'s
+    /// clock in tests). Default: the real monotonic clock.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(ClockChoice(clock));
+        self
+    }
+
+    /// The listen backlog of `listen_tcp` (default 1024).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// The most threads `defer_to_thread` uses (default 10, at least 1).
+    pub fn thread_pool_size(mut self, size: usize) -> Self {
+        self.thread_pool_size = size.max(1);
+        self
+    }
+
+    /// Whether `run` makes SIGINT and SIGTERM stop the loop (default true).
+    pub fn install_signal_handlers(mut self, install: bool) -> Self {
+        self.install_signal_handlers = install;
+        self
+    }
+
+    /// How long shutdown waits for before-shutdown Deferreds and for
+    /// connections to flush (default 30 s each); then it moves on.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Creates the reactor.
+    pub fn build(self) -> io::Result<Reactor> {
+        Reactor::from_builder(self)
+    }
+}
+
+pub(crate) enum SlotKind {
+    Conn(Rc<Conn>),
+    Listener(Rc<Listener>),
+    Connecting(Rc<Attempt>),
+}
+
+struct SlotEntry {
+    generation: u32,
+    kind: SlotKind,
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorStats {
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Readiness events for a slot that was closed (and maybe reused) since:
+    /// ignored.
+    pub stale_events: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) registry: mio::Registry,
+    poll: RefCell<mio::Poll>,
+    events: RefCell<Option<mio::Events>>,
+    pub(crate) clock: Clock,
+    slots: RefCell<Slab<SlotEntry>>,
+    next_generation: Cell<u32>,
+    pub(crate) dirty: RefCell<Vec<Rc<Conn>>>,
+    pub(crate) read_again: RefCell<Vec<Rc<Conn>>>,
+    pub(crate) lost: RefCell<VecDeque<Rc<Conn>>>,
+    soon: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    read_buf: RefCell<Vec<u8>>,
+    pub(crate) threads: Arc<ThreadShared>,
+    pub(crate) pool: RefCell<Option<ThreadPool>>,
+    pub(crate) thread_jobs: RefCell<crate::threads::PendingJobs>,
+    pub(crate) thread_pool_size: usize,
+    pub(crate) backlog: i32,
+    install_signal_handlers: bool,
+    shutdown_timeout: Duration,
+    state: Cell<RunState>,
+    stop_requested: Cell<bool>,
+    iterating: Cell<bool>,
+    triggers: RefCell<Vec<(TriggerId, Phase, SystemEvent, Trigger)>>,
+    next_trigger: Cell<u64>,
+    when_running: RefCell<Vec<Box<dyn FnOnce(&Reactor)>>>,
+    stats: Cell<ReactorStats>,
+    pub(crate) signals: RefCell<Option<SignalHandlers>>,
+    self_weak: Weak<Inner>,
+}
+
+/// A single-threaded event loop (Twisted's reactor), passed around as a
+/// cheap `Clone`, `!Send` handle. There is no global reactor.
+///
+/// User code (protocols, timers, Deferred callbacks, calls from threads)
+/// runs only from the loop, one piece at a time; any of it may call any
+/// reactor method.
+///
+/// ```no_run
+/// use gyre_reactor::{factory_fn, Protocol, Reactor, Transport};
+///
+/// #[derive(Default)]
+/// struct Echo(Option<Transport>);
+/// impl Protocol for Echo {
+///     fn connection_made(&mut self, t: Transport) { self.0 = Some(t); }
+///     fn data_received(&mut self, data: &[u8]) {
+///         if let Some(t) = &self.0 { t.write(data) }
+///     }
+/// }
+///
+/// let reactor = Reactor::new()?;
+/// let port = reactor.listen_tcp("127.0.0.1:7000".parse()?, factory_fn(|_| Some(Echo::default())))?;
+/// println!("echoing on {}", port.local_addr());
+/// reactor.run()?; // until SIGINT or reactor.stop()
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Reactor {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("state", &self.inner.state.get())
+            .field("slots", &self.inner.slots.borrow().len())
+            .finish()
+    }
+}
+
+impl Reactor {
+    /// A reactor with default settings (real clock, backlog 1024, signal
+    /// handlers installed by `run`).
+    pub fn new() -> io::Result<Reactor> {
+        ReactorBuilder::default().build()
+    }
+
+    /// Settings for a reactor.
+    ///
+    /// ```
+    /// use gyre_reactor::{clock::ManualClock, Reactor};
+    ///
+    /// let clock = ManualClock::new();
+    /// let reactor = Reactor::builder()
+    ///     .clock(clock.clock())
+    ///     .install_signal_handlers(false)
+    ///     .build()?;
+    /// # drop(reactor);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> ReactorBuilder {
+        ReactorBuilder::default()
+    }
+
+    fn from_builder(builder: ReactorBuilder) -> io::Result<Reactor> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(WAKER_TOKEN))?);
+        let threads = Arc::new(ThreadShared::new(Arc::clone(&waker)));
+        let inner = Rc::new_cyclic(|weak| Inner {
+            registry,
+            poll: RefCell::new(poll),
+            events: RefCell::new(Some(mio::Events::with_capacity(EVENTS_CAPACITY))),
+            clock: builder.clock.map(|c| c.0).unwrap_or_else(Clock::real),
+            slots: RefCell::new(Slab::new()),
+            next_generation: Cell::new(1),
+            dirty: RefCell::new(Vec::new()),
+            read_again: RefCell::new(Vec::new()),
+            lost: RefCell::new(VecDeque::new()),
+            soon: RefCell::new(VecDeque::new()),
+            read_buf: RefCell::new(vec![0; READ_BUFFER_SIZE]),
+            threads,
+            pool: RefCell::new(None),
+            thread_jobs: RefCell::new(Default::default()),
+            thread_pool_size: builder.thread_pool_size,
+            backlog: builder.backlog,
+            install_signal_handlers: builder.install_signal_handlers,
+            shutdown_timeout: builder.shutdown_timeout,
+            state: Cell::new(RunState::NotStarted),
+            stop_requested: Cell::new(false),
+            iterating: Cell::new(false),
+            triggers: RefCell::new(Vec::new()),
+            next_trigger: Cell::new(1),
+            when_running: RefCell::new(Vec::new()),
+            stats: Cell::new(ReactorStats::default()),
+            signals: RefCell::new(None),
+            self_weak: weak.clone(),
+        });
+        // Futures spawned on this thread and woken elsewhere come back
+        // through the loop's waker.
+        let notify = Arc::clone(&waker);
+        defer::runner::set_remote_notifier(Some(Arc::new(move || {
+            let _ = notify.wake();
+        })));
+        Ok(Reactor { inner })
+    }
+
+    pub(crate) fn from_inner(inner: Rc<Inner>) -> Reactor {
+        Reactor { inner }
+    }
+
+    /// The clock every timer of this reactor runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// Counters for diagnostics.
+    pub fn stats(&self) -> ReactorStats {
+        self.inner.stats.get()
+    }
+
+    /// Whether `run` is running (and not yet shutting down).
+    pub fn is_running(&self) -> bool {
+        self.inner.state.get() == RunState::Running
+    }
+
+    /// Calls `f` after `delay` (Twisted's `callLater`). See [`DelayedCall`]
+    /// for cancelling and moving it.
+    ///
+    /// ```
+    /// # use gyre_reactor::Reactor;
+    /// # use std::time::Duration;
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let r = reactor.clone();
+    /// reactor.call_later(Duration::from_millis(1), move || r.stop().unwrap());
+    /// reactor.run().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+        self.inner.clock.call_later(delay, f)
+    }
+
+    /// Calls `f` on the next iteration of the loop, after pending I/O is
+    /// handled. Calls queued from inside a `call_soon` callback run on the
+    /// iteration after, so a callback that reschedules itself cannot starve
+    /// I/O.
+    pub fn call_soon(&self, f: impl FnOnce() + 'static) {
+        self.inner.soon.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Calls `f` once the loop runs (at once if it already does).
+    pub fn call_when_running(&self, f: impl FnOnce(&Reactor) + 'static) {
+        if self.inner.state.get() == RunState::Running {
+            f(self);
+        } else {
+            self.inner.when_running.borrow_mut().push(Box::new(f));
+        }
+    }
+
+    /// Adds a trigger for a life-cycle event. A `Before` trigger of
+    /// `Shutdown` may return a Deferred; shutdown waits for it (up to the
+    /// shutdown time-out) before closing connections.
+    ///
+    /// ```
+    /// use gyre_reactor::{Phase, Reactor, SystemEvent};
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// reactor.add_system_event_trigger(Phase::After, SystemEvent::Shutdown, |_| {
+    ///     println!("bye");
+    ///     None
+    /// });
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_system_event_trigger(
+        &self,
+        phase: Phase,
+        event: SystemEvent,
+        f: impl FnOnce(&Reactor) -> Option<Deferred<()>> + 'static,
+    ) -> TriggerId {
+        let id = TriggerId(self.inner.next_trigger.get());
+        self.inner.next_trigger.set(id.0 + 1);
+        self.inner
+            .triggers
+            .borrow_mut()
+            .push((id, phase, event, Box::new(f)));
+        id
+    }
+
+    /// Removes a trigger that has not run; returns whether it was there.
+    pub fn remove_system_event_trigger(&self, id: TriggerId) -> bool {
+        let mut triggers = self.inner.triggers.borrow_mut();
+        let before = triggers.len();
+        triggers.retain(|t| t.0 != id);
+        triggers.len() != before
+    }
+
+    /// Runs the triggers of one phase of one event, in the order they were
+    /// added, and returns the Deferreds they gave.
+    fn fire_triggers(&self, phase: Phase, event: SystemEvent) -> Vec<Deferred<()>> {
+        let mut chosen = Vec::new();
+        {
+            let mut triggers = self.inner.triggers.borrow_mut();
+            let mut i = 0;
+            while i < triggers.len() {
+                if triggers[i].1 == phase && triggers[i].2 == event {
+                    chosen.push(triggers.remove(i).3);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        let mut waits = Vec::new();
+        for trigger in chosen {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trigger(self))) {
+                Ok(Some(d)) => waits.push(d),
+                Ok(None) => {}
+                Err(payload) => log::error!(
+                    "{phase:?}-{event:?} trigger panicked: {}",
+                    defer::panic_message(&*payload)
+                ),
+            }
+        }
+        waits
+    }
+
+    /// Asks a running loop to stop: shutdown triggers run, ports close,
+    /// connections flush and close, then `run` returns. An error if the
+    /// reactor is not running.
+    pub fn stop(&self) -> Result<(), ReactorError> {
+        match self.inner.state.get() {
+            RunState::Running if !self.inner.stop_requested.get() => {
+                self.inner.stop_requested.set(true);
+                // Wake a poll that may be waiting.
+                let _ = self.inner.threads.wake();
+                Ok(())
+            }
+            _ => Err(ReactorError::NotRunning),
+        }
+    }
+
+    /// Runs the loop until [`stop`](Self::stop) (or SIGINT/SIGTERM, if
+    /// signal handlers are installed), then shuts down in order: before-,
+    /// during- and after-shutdown triggers, ports closed, connections
+    /// flushed and closed, threads joined.
+    pub fn run(&self) -> Result<(), ReactorError> {
+        match self.inner.state.get() {
+            RunState::NotStarted => {}
+            RunState::Running | RunState::Stopping => return Err(ReactorError::AlreadyRunning),
+            RunState::Stopped => return Err(ReactorError::NotRestartable),
+        }
+        if self.inner.iterating.get() {
+            return Err(ReactorError::Reentrant);
+        }
+        self.inner.state.set(RunState::Running);
+        if self.inner.install_signal_handlers {
+            match SignalHandlers::install(self) {
+                Ok(handlers) => *self.inner.signals.borrow_mut() = Some(handlers),
+                Err(e) => log::warn!("could not install signal handlers: {e}"),
+            }
+        }
+        for phase in [Phase::Before, Phase::During, Phase::After] {
+            self.fire_triggers(phase, SystemEvent::Startup);
+        }
+        let when_running = std::mem::take(&mut *self.inner.when_running.borrow_mut());
+        for f in when_running {
+            guard_loop("call_when_running callback", || f(self));
+        }
+        while !self.inner.stop_requested.get() {
+            self.iterate_once(None);
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.inner.state.set(RunState::Stopping);
+        let timeout = self.inner.shutdown_timeout;
+        let waits = self.fire_triggers(Phase::Before, SystemEvent::Shutdown);
+        if !waits.is_empty() {
+            let remaining = Rc::new(Cell::new(waits.len()));
+            for d in waits {
+                let remaining = Rc::clone(&remaining);
+                let _ = d.add_both(move |outcome| {
+                    remaining.set(remaining.get() - 1);
+                    if let Err(f) = outcome {
+                        log::error!("before-shutdown trigger failed: {}", f.describe());
+                    }
+                    Ok(())
+                });
+            }
+            if !self.run_until_inner(|| remaining.get() == 0, timeout) {
+                log::warn!(
+                    "shutdown: {} before-shutdown trigger(s) did not finish within {timeout:?}",
+                    remaining.get()
+                );
+            }
+        }
+        self.fire_triggers(Phase::During, SystemEvent::Shutdown);
+        // Close ports, then ask every connection to flush and close.
+        let (listeners, conns, attempts) = self.snapshot_slots();
+        for listener in listeners {
+            listener.stop();
+        }
+        for attempt in attempts {
+            attempt.abandon();
+        }
+        for conn in &conns {
+            crate::TransportBackend::lose_connection(&**conn);
+        }
+        let open = || conns.iter().filter(|c| !c.is_closed()).count();
+        if !self.run_until_inner(|| open() == 0, timeout) {
+            log::warn!("shutdown: aborting {} connection(s) that did not close in time", open());
+            for conn in &conns {
+                conn.close_now(crate::ConnectionLost::Shutdown);
+            }
+            self.reap();
+        }
+        self.fire_triggers(Phase::After, SystemEvent::Shutdown);
+        if let Some(pool) = self.inner.pool.borrow_mut().take() {
+            pool.join();
+        }
+        self.inner.signals.borrow_mut().take();
+        self.inner.state.set(RunState::Stopped);
+    }
+
+    fn snapshot_slots(&self) -> (Vec<Rc<Listener>>, Vec<Rc<Conn>>, Vec<Rc<Attempt>>) {
+        let slots = self.inner.slots.borrow();
+        let mut listeners = Vec::new();
+        let mut conns = Vec::new();
+        let mut attempts = Vec::new();
+        for (_, entry) in slots.iter() {
+            match &entry.kind {
+                SlotKind::Conn(c) => conns.push(Rc::clone(c)),
+                SlotKind::Listener(l) => listeners.push(Rc::clone(l)),
+                SlotKind::Connecting(a) => attempts.push(Rc::clone(a)),
+            }
+        }
+        (listeners, conns, attempts)
+    }
+
+    /// Runs loop iterations until `done()` or `timeout` (real time) passes.
+    /// Returns whether `done()` became true. For tests and programs that
+    /// drive the loop themselves; an error if called from inside the loop.
+    ///
+    /// ```
+    /// # use gyre_reactor::Reactor;
+    /// # use std::{cell::Cell, rc::Rc, time::Duration};
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let fired = Rc::new(Cell::new(false));
+    /// let f = fired.clone();
+    /// reactor.call_soon(move || f.set(true));
+    /// assert!(reactor.run_until(|| fired.get(), Duration::from_secs(5)).unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn run_until(
+        &self,
+        done: impl Fn() -> bool,
+        timeout: Duration,
+    ) -> Result<bool, ReactorError> {
+        if self.inner.iterating.get() {
+            return Err(ReactorError::Reentrant);
+        }
+        Ok(self.run_until_inner(done, timeout))
+    }
+
+    fn run_until_inner(&self, done: impl Fn() -> bool, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.iterate_once(Some(deadline - now));
+        }
+    }
+
+    /// Runs one iteration of the loop, waiting at most `max_wait` for I/O
+    /// (`None`: until something happens). An error if called from inside
+    /// the loop.
+    pub fn iterate(&self, max_wait: Option<Duration>) -> Result<(), ReactorError> {
+        if self.inner.iterating.get() {
+            return Err(ReactorError::Reentrant);
+        }
+        self.iterate_once(max_wait);
+        Ok(())
+    }
+
+    fn iterate_once(&self, max_wait: Option<Duration>) {
+        let inner = &*self.inner;
+        inner.iterating.set(true);
+        struct Reset<'a>(&'a Cell<bool>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _reset = Reset(&inner.iterating);
+
+        let mut stats = inner.stats.get();
+        stats.iterations += 1;
+        inner.stats.set(stats);
+
+        let timeout = self.poll_timeout(max_wait);
+        let mut events = inner
+            .events
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| mio::Events::with_capacity(EVENTS_CAPACITY));
+        let polled = inner.poll.borrow_mut().poll(&mut events, timeout);
+        match polled {
+            Ok(()) => {}
+            // A signal interrupted the wait: treat as no events and go on.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+            Err(e) => {
+                log::error!("poll failed: {e}");
+                events.clear();
+            }
+        }
+        let mut buf = std::mem::take(&mut *inner.read_buf.borrow_mut());
+        for event in events.iter() {
+            self.dispatch(event, &mut buf);
+        }
+        *inner.events.borrow_mut() = Some(events);
+        self.reap();
+
+        // Connections with data left over from a read budget, or resumed.
+        let again = std::mem::take(&mut *inner.read_again.borrow_mut());
+        for conn in &again {
+            conn.clear_queued_read();
+            conn.handle_readable(&mut buf);
+        }
+        *inner.read_buf.borrow_mut() = buf;
+        self.reap();
+        {
+            let mut slot = inner.read_again.borrow_mut();
+            if slot.is_empty() {
+                let mut again = again;
+                again.clear();
+                *slot = again;
+            }
+        }
+
+        if inner.clock.run_due() > 0 {
+            self.reap();
+        }
+        self.run_soon_batch();
+        defer::runner::drain();
+        self.reap();
+    }
+
+    fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
+        let inner = &*self.inner;
+        let busy = !inner.soon.borrow().is_empty()
+            || !inner.read_again.borrow().is_empty()
+            || !inner.lost.borrow().is_empty()
+            || !inner.dirty.borrow().is_empty()
+            || defer::runner::has_pending()
+            || inner.stop_requested.get() && inner.state.get() == RunState::Running;
+        if busy {
+            return Some(Duration::ZERO);
+        }
+        let timer_wait = if inner.clock.is_manual() {
+            None
+        } else {
+            inner
+                .clock
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(inner.clock.now()))
+        };
+        match (timer_wait, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn run_soon_batch(&self) {
+        let n = self.inner.soon.borrow().len();
+        for _ in 0..n {
+            let f = self.inner.soon.borrow_mut().pop_front();
+            match f {
+                Some(f) => guard_loop("call_soon callback", f),
+                None => break,
+            }
+        }
+        if n > 0 {
+            self.reap();
+        }
+    }
+
+    /// Flushes connections that were written to, and delivers
+    /// `connection_lost` for connections that closed, until both are done.
+    pub(crate) fn reap(&self) {
+        let inner = &*self.inner;
+        loop {
+            let dirty = std::mem::take(&mut *inner.dirty.borrow_mut());
+            let had_dirty = !dirty.is_empty();
+            for conn in &dirty {
+                conn.flush();
+            }
+            {
+                // Give the (now empty) vector back to keep its capacity.
+                let mut slot = inner.dirty.borrow_mut();
+                if slot.is_empty() {
+                    let mut dirty = dirty;
+                    dirty.clear();
+                    *slot = dirty;
+                }
+            }
+            let lost = inner.lost.borrow_mut().pop_front();
+            match lost {
+                Some(conn) => conn.deliver_lost(),
+                None if had_dirty => {}
+                None => break,
+            }
+        }
+    }
+
+    fn dispatch(&self, event: &mio::event::Event, buf: &mut [u8]) {
+        let token = event.token().0;
+        if token == WAKER_TOKEN {
+            self.inner.threads.run_calls(self);
+            defer::runner::run_remote_wakes();
+            return;
+        }
+        if token == SIGNAL_TOKEN {
+            crate::signals::on_signal(self);
+            return;
+        }
+        let Some(kind) = self.inner.lookup(token) else {
+            let mut stats = self.inner.stats.get();
+            stats.stale_events += 1;
+            self.inner.stats.set(stats);
+            return;
+        };
+        match kind {
+            SlotKind::Conn(conn) => {
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    conn.handle_writable();
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.handle_readable(buf);
+                }
+            }
+            SlotKind::Listener(listener) => listener.handle_readable(self),
+            SlotKind::Connecting(attempt) => attempt.handle_ready(self),
+        }
+    }
+}
+
+/// Runs loop-level user code, logging a panic instead of unwinding the loop.
+fn guard_loop(what: &str, f: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        log::error!("{what} panicked: {}", defer::panic_message(&*payload));
+    }
+}
+
+impl Inner {
+    pub(crate) fn count_accept(&self) {
+        let mut stats = self.stats.get();
+        stats.accepted += 1;
+        self.stats.set(stats);
+    }
+
+    pub(crate) fn reactor(&self) -> Option<Reactor> {
+        self.self_weak.upgrade().map(Reactor::from_inner)
+    }
+
+    /// Reserves a slot; returns its token.
+    pub(crate) fn insert_slot(&self, kind: impl FnOnce(usize) -> SlotKind) -> usize {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1).max(1));
+        let mut slots = self.slots.borrow_mut();
+        let entry = slots.vacant_entry();
+        let token = encode_token(entry.key(), generation);
+        entry.insert(SlotEntry {
+            generation,
+            kind: kind(token),
+        });
+        token
+    }
+
+    /// Replaces what a live slot holds (a connect attempt becoming a connection).
+    pub(crate) fn replace_slot(&self, token: usize, kind: SlotKind) -> bool {
+        let (index, generation) = decode_token(token);
+        let mut slots = self.slots.borrow_mut();
+        match slots.get_mut(index) {
+            Some(entry) if entry.generation == generation => {
+                entry.kind = kind;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frees a slot if `token` still names it; returns what it held.
+    pub(crate) fn remove_slot(&self, token: usize) -> Option<SlotKind> {
+        let (index, generation) = decode_token(token);
+        let mut slots = self.slots.borrow_mut();
+        match slots.get(index) {
+            Some(entry) if entry.generation == generation => Some(slots.remove(index).kind),
+            _ => None,
+        }
+    }
+
+    fn lookup(&self, token: usize) -> Option<SlotKind> {
+        let (index, generation) = decode_token(token);
+        let slots = self.slots.borrow();
+        let entry = slots.get(index).filter(|e| e.generation == generation)?;
+        Some(match &entry.kind {
+            SlotKind::Conn(c) => SlotKind::Conn(Rc::clone(c)),
+            SlotKind::Listener(l) => SlotKind::Listener(Rc::clone(l)),
+            SlotKind::Connecting(a) => SlotKind::Connecting(Rc::clone(a)),
+        })
+    }
+
+    pub(crate) fn conn_by_token(&self, token: usize) -> Option<Rc<Conn>> {
+        match self.lookup(token)? {
+            SlotKind::Conn(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Frees a connection's slot and returns the connection.
+    pub(crate) fn release_conn(&self, token: usize) -> Option<Rc<Conn>> {
+        match self.remove_slot(token)? {
+            SlotKind::Conn(c) => Some(c),
+            other => {
+                // Not a connection: put nothing back; the caller only closes
+                // connections, so this cannot happen, but never panic.
+                drop(other);
+                None
+            }
+        }
+    }
+}
+
+fn encode_token(index: usize, generation: u32) -> usize {
+    ((generation as usize) << 32) | (index & 0xFFFF_FFFF)
+}
+
+fn decode_token(token: usize) -> (usize, u32) {
+    (token & 0xFFFF_FFFF, (token >> 32) as u32)
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.threads.close();
+        if let Some(pool) = self.pool.get_mut().take() {
+            pool.join();
+        }
+        defer::runner::set_remote_notifier(None);
+    }
+}

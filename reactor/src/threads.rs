@@ -1,0 +1,329 @@
+//! Threads as a stage boundary: [`ThreadHandle::call_from_thread`] brings
+//! work into the loop, [`Reactor::defer_to_thread`] sends blocking work to a
+//! bounded pool and brings its result back as a Deferred.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::core::Reactor;
+use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
+
+type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
+
+/// The state shared between the loop and other threads.
+pub(crate) struct ThreadShared {
+    calls: Mutex<VecDeque<LoopCall>>,
+    waker: Arc<mio::Waker>,
+    closed: AtomicBool,
+}
+
+impl ThreadShared {
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> ThreadShared {
+        ThreadShared {
+            calls: Mutex::new(VecDeque::new()),
+            waker,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.clear();
+        }
+    }
+
+    fn push(&self, call: LoopCall) -> Result<(), ReactorGone> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ReactorGone);
+        }
+        let was_empty = {
+            let mut calls = self.calls.lock().map_err(|_| ReactorGone)?;
+            let was_empty = calls.is_empty();
+            calls.push_back(call);
+            was_empty
+        };
+        // One wake per batch: the loop takes the whole queue at once.
+        if was_empty {
+            self.waker.wake().map_err(|_| ReactorGone)?;
+        }
+        Ok(())
+    }
+
+    /// Runs every queued call, in the order they were queued.
+    pub(crate) fn run_calls(&self, reactor: &Reactor) {
+        let calls = match self.calls.lock() {
+            Ok(mut calls) => std::mem::take(&mut *calls),
+            Err(_) => return,
+        };
+        for call in calls {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| call(reactor))) {
+                log::error!(
+                    "call_from_thread callback panicked: {}",
+                    crate::defer::panic_message(&*payload)
+                );
+            }
+        }
+    }
+}
+
+/// The reactor's loop is gone; the call was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorGone;
+
+impl fmt::Display for ReactorGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the reactor has been dropped")
+    }
+}
+
+impl std::error::Error for ReactorGone {}
+
+/// A `Send + Clone` handle through which other threads hand work to a
+/// reactor's loop (Twisted's `callFromThread`).
+///
+/// ```
+/// use gyre_reactor::Reactor;
+/// use std::time::Duration;
+///
+/// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+/// let handle = reactor.thread_handle();
+/// let worker = std::thread::spawn(move || {
+///     handle.call_from_thread(|reactor| reactor.stop().unwrap()).unwrap();
+/// });
+/// reactor.run().unwrap();
+/// worker.join().unwrap();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ThreadHandle {
+    shared: Arc<ThreadShared>,
+}
+
+impl fmt::Debug for ThreadHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ThreadHandle")
+    }
+}
+
+impl ThreadHandle {
+    /// Runs `f` on the loop thread, soon. Calls from one thread run in the
+    /// order they were made (the queue is FIFO across all threads). An error
+    /// if the reactor has been dropped.
+    pub fn call_from_thread(
+        &self,
+        f: impl FnOnce(&Reactor) + Send + 'static,
+    ) -> Result<(), ReactorGone> {
+        self.shared.push(Box::new(f))
+    }
+}
+
+/// A bounded pool of worker threads, started lazily.
+pub(crate) struct ThreadPool {
+    sender: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    receiver: Arc<Mutex<mpsc::Receiver<Box<dyn FnOnce() + Send>>>>,
+    workers: Vec<JoinHandle<()>>,
+    idle: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ThreadPool {
+    fn new(max: usize) -> ThreadPool {
+        let (sender, receiver) = mpsc::channel();
+        ThreadPool {
+            sender: Some(sender),
+            receiver: Arc::new(Mutex::new(receiver)),
+            workers: Vec::new(),
+            idle: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    fn submit(&mut self, job: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+        if self.idle.load(Ordering::SeqCst) == 0 && self.workers.len() < self.max {
+            let receiver = Arc::clone(&self.receiver);
+            let idle = Arc::clone(&self.idle);
+            let worker = std::thread::Builder::new()
+                .name(format!("gyre-pool-{}", self.workers.len()))
+                .spawn(move || worker_loop(receiver, idle))?;
+            self.workers.push(worker);
+        }
+        match &self.sender {
+            Some(sender) => sender
+                .send(job)
+                .map_err(|_| io::Error::other("thread pool is shut down")),
+            None => Err(io::Error::other("thread pool is shut down")),
+        }
+    }
+
+    /// Lets the workers finish the queued jobs, then joins them.
+    pub(crate) fn join(mut self) {
+        self.sender.take();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn worker_loop(
+    receiver: Arc<Mutex<mpsc::Receiver<Box<dyn FnOnce() + Send>>>>,
+    idle: Arc<AtomicUsize>,
+) {
+    loop {
+        idle.fetch_add(1, Ordering::SeqCst);
+        let job = match receiver.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        idle.fetch_sub(1, Ordering::SeqCst);
+        match job {
+            // Jobs catch their own panics.
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+impl Reactor {
+    /// A handle for other threads to call into this loop.
+    pub fn thread_handle(&self) -> ThreadHandle {
+        ThreadHandle {
+            shared: std::sync::Arc::clone(&self.inner.threads),
+        }
+    }
+
+    /// Runs blocking `f` on the reactor's thread pool (bounded, started on
+    /// first use, joined at shutdown) and fires the Deferred with its result
+    /// on the loop. A panic in `f` arrives as a [`Panicked`] failure.
+    /// Cancelling the Deferred cannot stop the thread; its result is then
+    /// dropped.
+    ///
+    /// ```
+    /// use gyre_reactor::Reactor;
+    /// use std::time::Duration;
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let d = reactor.defer_to_thread(|| 6 * 7);
+    /// let probe = d.clone();
+    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 42);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn defer_to_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Deferred<T> {
+        let d: Deferred<T> = Deferred::new();
+        let id = self.inner.pending_thread_jobs_insert(Box::new(d.clone()));
+        let handle = self.thread_handle();
+        let job = Box::new(move || {
+            let outcome: Result<T, String> = catch_unwind(AssertUnwindSafe(f))
+                .map_err(|payload| crate::defer::panic_message(&*payload));
+            let _ = handle.call_from_thread(move |reactor| {
+                reactor.finish_thread_job::<T>(id, outcome);
+            });
+        });
+        let submitted = {
+            let mut pool = self.inner.pool.borrow_mut();
+            let pool = pool.get_or_insert_with(|| ThreadPool::new(self.inner.thread_pool_size));
+            pool.submit(job)
+        };
+        if let Err(e) = submitted {
+            self.inner.pending_thread_jobs_remove(id);
+            let _ = d.errback(e);
+        }
+        d
+    }
+
+    fn finish_thread_job<T: 'static>(&self, id: usize, outcome: Result<T, String>) {
+        let Some(d) = self.inner.pending_thread_jobs_remove(id) else {
+            return;
+        };
+        let Ok(d) = d.downcast::<Deferred<T>>() else {
+            return;
+        };
+        let outcome: Outcome<T> = outcome.map_err(|msg| Failure::new(Panicked(msg)));
+        // Cancelled meanwhile: the Deferred already failed; drop the result.
+        if !d.called() {
+            let _ = d.resolve(outcome);
+        }
+    }
+
+    /// Resolves a host name on the thread pool (`getaddrinfo`), Twisted's
+    /// `resolve`.
+    ///
+    /// ```
+    /// use gyre_reactor::Reactor;
+    /// use std::time::Duration;
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let d = reactor.resolve("localhost", 80);
+    /// let probe = d.clone();
+    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// assert!(!d.take_result().unwrap().unwrap().is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn resolve(&self, host: &str, port: u16) -> Deferred<Vec<SocketAddr>> {
+        let host = host.to_string();
+        self.defer_to_thread(move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.collect::<Vec<_>>())
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))
+        })
+        .add_callback(|r| r.map_err(Failure::new))
+    }
+
+    /// Runs `async` code on the loop and returns its result as a Deferred
+    /// (the future's waker goes through the loop, from any thread).
+    ///
+    /// ```
+    /// use gyre_reactor::Reactor;
+    /// use std::time::Duration;
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let work = reactor.defer_to_thread(|| 20);
+    /// let d = reactor.spawn(async move { Ok(work.await? + 1) });
+    /// let probe = d.clone();
+    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 21);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn spawn<T: 'static>(
+        &self,
+        future: impl std::future::Future<Output = Outcome<T>> + 'static,
+    ) -> Deferred<T> {
+        ensure_deferred(future)
+    }
+}
+
+/// Keeps the Deferreds of thread jobs in flight, type-erased.
+#[derive(Default)]
+pub(crate) struct PendingJobs {
+    jobs: slab::Slab<Box<dyn Any>>,
+}
+
+impl crate::core::Inner {
+    fn pending_thread_jobs_insert(&self, d: Box<dyn Any>) -> usize {
+        self.thread_jobs.borrow_mut().jobs.insert(d)
+    }
+
+    fn pending_thread_jobs_remove(&self, id: usize) -> Option<Box<dyn Any>> {
+        self.thread_jobs.borrow_mut().jobs.try_remove(id)
+    }
+}
