@@ -260,6 +260,11 @@ impl Connector {
         self.inner.addr
     }
 
+    /// The reactor this connector belongs to, while it exists.
+    pub fn reactor(&self) -> Option<Reactor> {
+        self.inner.reactor.upgrade().and_then(|i| i.reactor())
+    }
+
     /// Where it is.
     pub fn state(&self) -> ConnectorState {
         self.inner.state.get()

@@ -11,6 +11,11 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit mio token");
 
+/// The crate README's example, compiled as a doc test so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod clock;
 mod connector;
 mod core;
@@ -18,6 +23,7 @@ pub mod defer;
 mod factory;
 mod listener;
 mod protocol;
+mod reconnect;
 mod signals;
 mod tcp;
 pub mod testing;
@@ -31,5 +37,6 @@ pub use connector::{ClientFactory, ConnectorState, Connector, DEFAULT_CONNECT_TI
 pub use factory::{factory_fn, FactoryRef, FnFactory};
 pub use listener::ListeningPort;
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
+pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
