@@ -208,6 +208,8 @@ pub(crate) struct Inner {
     when_running: RefCell<Vec<Box<dyn FnOnce(&Reactor)>>>,
     stats: Cell<ReactorStats>,
     pub(crate) signals: RefCell<Option<SignalHandlers>>,
+    /// Wakes this loop when another thread wakes one of its futures.
+    remote_notifier: Arc<dyn Fn() + Send + Sync>,
     self_weak: Weak<Inner>,
 }
 
@@ -279,7 +281,12 @@ impl Reactor {
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(WAKER_TOKEN))?);
         let threads = Arc::new(ThreadShared::new(Arc::clone(&waker)));
+        let notify = Arc::clone(&waker);
+        let remote_notifier: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = notify.wake();
+        });
         let inner = Rc::new_cyclic(|weak| Inner {
+            remote_notifier,
             registry,
             poll: RefCell::new(poll),
             events: RefCell::new(Some(mio::Events::with_capacity(EVENTS_CAPACITY))),
@@ -310,10 +317,7 @@ impl Reactor {
         });
         // Futures spawned on this thread and woken elsewhere come back
         // through the loop's waker.
-        let notify = Arc::clone(&waker);
-        defer::runner::set_remote_notifier(Some(Arc::new(move || {
-            let _ = notify.wake();
-        })));
+        defer::runner::set_remote_notifier(Some(Arc::clone(&inner.remote_notifier)));
         Ok(Reactor { inner })
     }
 
@@ -329,6 +333,19 @@ impl Reactor {
     /// Counters for diagnostics.
     pub fn stats(&self) -> ReactorStats {
         self.inner.stats.get()
+    }
+
+    /// How many TCP connections (accepted or connected) the reactor holds
+    /// open now; listening ports and connection attempts in flight are not
+    /// counted. A connection leaves the count as soon as it closes, before
+    /// its `connection_lost` is delivered. For diagnostics and tests; O(slots).
+    pub fn connection_count(&self) -> usize {
+        self.inner
+            .slots
+            .borrow()
+            .iter()
+            .filter(|(_, entry)| matches!(entry.kind, SlotKind::Conn(_)))
+            .count()
     }
 
     /// Whether `run` is running (and not yet shutting down).
@@ -864,6 +881,6 @@ impl Drop for Inner {
         if let Some(pool) = self.pool.get_mut().take() {
             pool.join();
         }
-        defer::runner::set_remote_notifier(None);
+        defer::runner::clear_remote_notifier(&self.remote_notifier);
     }
 }

@@ -52,6 +52,11 @@ pub trait TransportBackend {
     fn register_producer(&self, producer: Rc<dyn Producer>);
     /// Forgets the producer.
     fn unregister_producer(&self);
+    /// The backend as `Any`, so layers written outside the reactor (TLS's
+    /// `start_tls`) can find their own backend behind a [`Transport`].
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A connection as its protocol sees it: a cheap `Clone` handle (Twisted's
@@ -147,6 +152,12 @@ impl Transport {
     /// Forgets the registered producer.
     pub fn unregister_producer(&self) {
         self.backend.unregister_producer()
+    }
+
+    /// The backend, if it is a `B` (for layers such as TLS that need to
+    /// reach their own backend through a protocol's transport).
+    pub fn backend<B: 'static>(&self) -> Option<&B> {
+        self.backend.as_any()?.downcast_ref::<B>()
     }
 }
 

@@ -494,17 +494,19 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// Sends this Deferred's result into `other` (Twisted's `chainDeferred`);
-    /// cancelling `other` cancels this one.
+    /// cancelling `other` cancels this one. If `other` has already fired,
+    /// nothing is chained and the error says so (this Deferred keeps its
+    /// result).
     #[track_caller]
-    pub fn chain_deferred(self, other: &Deferred<T>) {
-        if !other.called() {
-            other.wait_on(self);
-        } else {
-            let _ = self.link(|outcome| {
-                drop(outcome);
-                Step::Now(Ok(()))
+    pub fn chain_deferred(self, other: &Deferred<T>) -> Result<(), AlreadyCalled> {
+        if other.called() {
+            return Err(AlreadyCalled {
+                created_at: other.slot.created_at,
+                first_fired_at: other.slot.fired_at.get(),
             });
         }
+        other.wait_on(self);
+        Ok(())
     }
 
     /// Fails with [`TimedOut`] unless it fires within `timeout` on `clock`

@@ -263,7 +263,9 @@ impl<T: 'static> DeferredList<T> {
                     }
                 }
             },
-            Err(Failure::new(FailureGroup { failures: Vec::new() })),
+            Err(Failure::new(FailureGroup {
+                failures: Vec::new(),
+            })),
             mode,
         )
     }
@@ -347,7 +349,9 @@ pub fn race<T: 'static>(inputs: Vec<Deferred<T>>) -> Deferred<(usize, T)> {
                 (*left == 0).then(|| Err(group(failures)))
             }
         },
-        Err(Failure::new(FailureGroup { failures: Vec::new() })),
+        Err(Failure::new(FailureGroup {
+            failures: Vec::new(),
+        })),
         Mode {
             fire_on_one_errback: false,
             consume_errors: true,
@@ -392,6 +396,9 @@ struct Control {
     /// to its input through a weak reference, so holding them makes no
     /// cycle either.
     links: RefCell<Vec<Deferred<()>>>,
+    /// The input that won (`cancel_others` mode), to cancel the inputs
+    /// watched after it when it won during construction.
+    winner: Cell<Option<usize>>,
 }
 
 impl Control {
@@ -460,6 +467,11 @@ where
         }));
     }
     *control.links.borrow_mut() = links;
+    if let Some(winner) = control.winner.get() {
+        // An input that had already fired won before the later inputs were
+        // watched: cancel those now.
+        control.cancel_all(Some(winner));
+    }
     output
 }
 
@@ -488,6 +500,7 @@ impl<S, U: 'static, F> Shared<S, U, F> {
             let won = result.is_ok();
             let _ = self.output.resolve(result);
             if won && self.mode.cancel_others {
+                self.control.winner.set(Some(index));
                 self.control.cancel_all(Some(index));
             }
         }

@@ -97,6 +97,18 @@ pub fn set_remote_notifier(notify: Option<Arc<dyn Fn() + Send + Sync>>) {
     });
 }
 
+/// Removes this thread's notifier if it is `notify` (a reactor being
+/// dropped must not remove the notifier of a newer reactor on the thread).
+pub(crate) fn clear_remote_notifier(notify: &Arc<dyn Fn() + Send + Sync>) {
+    REMOTE.with(|r| {
+        if let Ok(mut slot) = r.notifier.lock() {
+            if slot.as_ref().is_some_and(|n| Arc::ptr_eq(n, notify)) {
+                *slot = None;
+            }
+        }
+    });
+}
+
 /// A task's identity: its slot in the thread's table and a generation, so a
 /// late wake for a finished task never polls the task that reused its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

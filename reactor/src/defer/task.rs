@@ -57,7 +57,8 @@ where
     });
     // The task fires `result`; the caller gets `deferred`, whose canceller
     // drops the future.
-    task.result.clone().chain_deferred(&deferred);
+    // `deferred` is new, so chaining into it cannot fail.
+    let _ = task.result.clone().chain_deferred(&deferred);
     runner::schedule(task as Rc<dyn Job>);
     deferred
 }

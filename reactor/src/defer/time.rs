@@ -469,7 +469,11 @@ impl Inner {
                 return;
             }
             st.call = None;
-            let count = if this.counted { st.count(this.clock.now()) } else { 1 };
+            let count = if this.counted {
+                st.count(this.clock.now())
+            } else {
+                1
+            };
             (count, st.deferred.clone())
         };
         if count == 0 {
@@ -491,10 +495,11 @@ impl Inner {
             Ok(Ret::Now(outcome)) => Inner::finish(this, epoch, deferred, outcome),
             Ok(Ret::Wait(d)) => {
                 let this = Rc::clone(this);
-                let _ = d.add_both(move |outcome| {
+                // The link is kept alive by `d`; nothing needs it here.
+                drop(d.add_both(move |outcome| {
                     Inner::finish(&this, epoch, deferred, outcome);
                     Ok(())
-                });
+                }));
             }
             Err(payload) => {
                 let failure = Failure::new(Panicked::from_payload(&*payload));
@@ -505,12 +510,7 @@ impl Inner {
 
     /// A call of run `epoch` completed: schedule the next one, or fire that
     /// run's Deferred if it was stopped or failed.
-    fn finish(
-        this: &Rc<Inner>,
-        epoch: u64,
-        deferred: Option<Deferred<()>>,
-        outcome: Outcome<()>,
-    ) {
+    fn finish(this: &Rc<Inner>, epoch: u64, deferred: Option<Deferred<()>>, outcome: Outcome<()>) {
         let current = {
             let mut st = this.state.borrow_mut();
             let current = st.epoch == epoch;
