@@ -316,7 +316,10 @@ impl Connector {
                             &r,
                             io::Error::new(
                                 io::ErrorKind::TimedOut,
-                                format!("connect to {} timed out after {timeout:?}", attempt.connector.inner.addr),
+                                format!(
+                                    "connect to {} timed out after {timeout:?}",
+                                    attempt.connector.inner.addr
+                                ),
                             ),
                         );
                     }
@@ -340,9 +343,10 @@ impl Connector {
     /// `client_connection_failed` (from the loop).
     pub fn stop_connecting(&self) {
         let attempt = self.inner.attempt.borrow().clone();
-        if let (Some(attempt), Some(reactor)) =
-            (attempt, self.inner.reactor.upgrade().and_then(|i| i.reactor()))
-        {
+        if let (Some(attempt), Some(reactor)) = (
+            attempt,
+            self.inner.reactor.upgrade().and_then(|i| i.reactor()),
+        ) {
             attempt.fail_soon(
                 &reactor,
                 io::Error::new(io::ErrorKind::Interrupted, "connection attempt stopped"),
@@ -445,7 +449,10 @@ impl Attempt {
             let _ = reactor.inner.registry.deregister(&mut stream);
             reactor.inner.remove_slot(token);
             connector.inner.state.set(ConnectorState::Disconnected);
-            let e = io::Error::new(io::ErrorKind::ConnectionAborted, "the factory built no protocol");
+            let e = io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the factory built no protocol",
+            );
             connector.with_factory(reactor, move |f, c| f.failed(c, &e));
             return;
         };
@@ -494,7 +501,13 @@ impl Attempt {
 
     /// Reactor shutdown: drop the attempt with an error.
     pub(crate) fn abandon(self: &Rc<Self>) {
-        if let Some(reactor) = self.connector.inner.reactor.upgrade().and_then(|i| i.reactor()) {
+        if let Some(reactor) = self
+            .connector
+            .inner
+            .reactor
+            .upgrade()
+            .and_then(|i| i.reactor())
+        {
             self.fail(
                 &reactor,
                 io::Error::new(io::ErrorKind::Interrupted, "the reactor shut down"),
@@ -502,4 +515,3 @@ impl Attempt {
         }
     }
 }
-

@@ -47,7 +47,9 @@ impl fmt::Display for ReactorError {
             ReactorError::NotRunning => "the reactor is not running",
             ReactorError::AlreadyRunning => "the reactor is already running",
             ReactorError::NotRestartable => "the reactor has stopped and cannot be restarted",
-            ReactorError::Reentrant => "the reactor's loop cannot be entered from its own callbacks",
+            ReactorError::Reentrant => {
+                "the reactor's loop cannot be entered from its own callbacks"
+            }
         })
     }
 }
@@ -79,6 +81,7 @@ pub enum SystemEvent {
 pub struct TriggerId(u64);
 
 type Trigger = Box<dyn FnOnce(&Reactor) -> Option<Deferred<()>>>;
+type WhenRunning = Box<dyn FnOnce(&Reactor)>;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum RunState {
@@ -164,6 +167,14 @@ pub(crate) enum SlotKind {
     Connecting(Rc<Attempt>),
 }
 
+/// Everything in the slot table, by kind (for shutdown).
+#[derive(Default)]
+struct SlotSnapshot {
+    listeners: Vec<Rc<Listener>>,
+    conns: Vec<Rc<Conn>>,
+    attempts: Vec<Rc<Attempt>>,
+}
+
 struct SlotEntry {
     generation: u32,
     kind: SlotKind,
@@ -205,7 +216,7 @@ pub(crate) struct Inner {
     iterating: Cell<bool>,
     triggers: RefCell<Vec<(TriggerId, Phase, SystemEvent, Trigger)>>,
     next_trigger: Cell<u64>,
-    when_running: RefCell<Vec<Box<dyn FnOnce(&Reactor)>>>,
+    when_running: RefCell<Vec<WhenRunning>>,
     stats: Cell<ReactorStats>,
     pub(crate) signals: RefCell<Option<SignalHandlers>>,
     /// Wakes this loop when another thread wakes one of its futures.
@@ -510,13 +521,13 @@ impl Reactor {
             let remaining = Rc::new(Cell::new(waits.len()));
             for d in waits {
                 let remaining = Rc::clone(&remaining);
-                let _ = d.add_both(move |outcome| {
+                drop(d.add_both(move |outcome| {
                     remaining.set(remaining.get() - 1);
                     if let Err(f) = outcome {
                         log::error!("before-shutdown trigger failed: {}", f.describe());
                     }
                     Ok(())
-                });
+                }));
             }
             if !self.run_until_inner(|| remaining.get() == 0, timeout) {
                 log::warn!(
@@ -527,7 +538,11 @@ impl Reactor {
         }
         self.fire_triggers(Phase::During, SystemEvent::Shutdown);
         // Close ports, then ask every connection to flush and close.
-        let (listeners, conns, attempts) = self.snapshot_slots();
+        let SlotSnapshot {
+            listeners,
+            conns,
+            attempts,
+        } = self.snapshot_slots();
         for listener in listeners {
             listener.stop();
         }
@@ -539,7 +554,10 @@ impl Reactor {
         }
         let open = || conns.iter().filter(|c| !c.is_closed()).count();
         if !self.run_until_inner(|| open() == 0, timeout) {
-            log::warn!("shutdown: aborting {} connection(s) that did not close in time", open());
+            log::warn!(
+                "shutdown: aborting {} connection(s) that did not close in time",
+                open()
+            );
             for conn in &conns {
                 conn.close_now(crate::ConnectionLost::Shutdown);
             }
@@ -553,19 +571,17 @@ impl Reactor {
         self.inner.state.set(RunState::Stopped);
     }
 
-    fn snapshot_slots(&self) -> (Vec<Rc<Listener>>, Vec<Rc<Conn>>, Vec<Rc<Attempt>>) {
+    fn snapshot_slots(&self) -> SlotSnapshot {
         let slots = self.inner.slots.borrow();
-        let mut listeners = Vec::new();
-        let mut conns = Vec::new();
-        let mut attempts = Vec::new();
+        let mut snapshot = SlotSnapshot::default();
         for (_, entry) in slots.iter() {
             match &entry.kind {
-                SlotKind::Conn(c) => conns.push(Rc::clone(c)),
-                SlotKind::Listener(l) => listeners.push(Rc::clone(l)),
-                SlotKind::Connecting(a) => attempts.push(Rc::clone(a)),
+                SlotKind::Conn(c) => snapshot.conns.push(Rc::clone(c)),
+                SlotKind::Listener(l) => snapshot.listeners.push(Rc::clone(l)),
+                SlotKind::Connecting(a) => snapshot.attempts.push(Rc::clone(a)),
             }
         }
-        (listeners, conns, attempts)
+        snapshot
     }
 
     /// Runs loop iterations until `done()` or `timeout` (real time) passes.

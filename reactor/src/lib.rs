@@ -33,7 +33,7 @@ mod transport;
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
 };
-pub use connector::{ClientFactory, ConnectorState, Connector, DEFAULT_CONNECT_TIMEOUT};
+pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
 pub use listener::ListeningPort;
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};

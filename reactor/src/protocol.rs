@@ -87,7 +87,9 @@ impl Clone for ConnectionLost {
             ConnectionLost::Aborted => ConnectionLost::Aborted,
             ConnectionLost::Panicked(m) => ConnectionLost::Panicked(m.clone()),
             ConnectionLost::Shutdown => ConnectionLost::Shutdown,
-            ConnectionLost::Error(e) => ConnectionLost::Error(io::Error::new(e.kind(), e.to_string())),
+            ConnectionLost::Error(e) => {
+                ConnectionLost::Error(io::Error::new(e.kind(), e.to_string()))
+            }
         }
     }
 }

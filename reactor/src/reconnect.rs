@@ -161,7 +161,11 @@ impl Reconnect {
 
     /// The scheduled reconnect, if one is pending.
     pub fn pending_retry(&self) -> Option<DelayedCall> {
-        self.state.pending.borrow().clone().filter(DelayedCall::active)
+        self.state
+            .pending
+            .borrow()
+            .clone()
+            .filter(DelayedCall::active)
     }
 
     /// The delay chosen for the latest scheduled retry.

@@ -32,7 +32,11 @@ impl SignalHandlers {
         write_end.set_nonblocking(true)?;
         let mut read_end = mio::net::UnixStream::from_std(read_end);
         let registry = reactor.inner.registry.try_clone()?;
-        registry.register(&mut read_end, mio::Token(SIGNAL_TOKEN), mio::Interest::READABLE)?;
+        registry.register(
+            &mut read_end,
+            mio::Token(SIGNAL_TOKEN),
+            mio::Interest::READABLE,
+        )?;
         let write_for_term = write_end.try_clone()?;
         let mut ids = Vec::new();
         // Order matters: the conditional exit is checked before the flag is
@@ -45,7 +49,10 @@ impl SignalHandlers {
         )?);
         ids.push(signal_hook::flag::register(SIGINT, interrupted)?);
         ids.push(signal_hook::low_level::pipe::register(SIGINT, write_end)?);
-        ids.push(signal_hook::low_level::pipe::register(SIGTERM, write_for_term)?);
+        ids.push(signal_hook::low_level::pipe::register(
+            SIGTERM,
+            write_for_term,
+        )?);
         Ok(SignalHandlers {
             ids,
             pipe: read_end,

@@ -126,6 +126,13 @@ impl Conn {
         }
     }
 
+    /// A close or half-close was asked for: later writes are dropped (as by
+    /// the in-memory transports), so what the peer gets does not depend on
+    /// how far the flush had got.
+    fn write_closing(&self) -> bool {
+        self.disconnecting.get() || self.half_closing.get() || self.write_shut.get()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
     }
@@ -307,7 +314,9 @@ impl Conn {
             guard_user("pause_producing", self.peer, || producer.pause_producing());
         } else if self.producer_paused.get() && buffered <= self.low_water.get() {
             self.producer_paused.set(false);
-            guard_user("resume_producing", self.peer, || producer.resume_producing());
+            guard_user("resume_producing", self.peer, || {
+                producer.resume_producing()
+            });
         }
     }
 
@@ -392,16 +401,13 @@ impl Conn {
 /// Runs user code from the loop, logging (not propagating) a panic.
 pub(crate) fn guard_user(what: &str, peer: SocketAddr, f: impl FnOnce()) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        log::error!(
-            "{what} for {peer} panicked: {}",
-            panic_message(&*payload)
-        );
+        log::error!("{what} for {peer} panicked: {}", panic_message(&*payload));
     }
 }
 
 impl TransportBackend for Conn {
     fn write(&self, data: &[u8]) {
-        if self.closed.get() || self.write_shut.get() || self.half_closing.get() || data.is_empty() {
+        if self.closed.get() || self.write_closing() || data.is_empty() {
             return;
         }
         self.wbuf.borrow_mut().push(data);
@@ -409,7 +415,7 @@ impl TransportBackend for Conn {
     }
 
     fn write_sequence(&self, parts: &[&[u8]]) {
-        if self.closed.get() || self.write_shut.get() || self.half_closing.get() {
+        if self.closed.get() || self.write_closing() {
             return;
         }
         {
@@ -467,7 +473,10 @@ impl TransportBackend for Conn {
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self.stream.borrow().as_ref() {
             Some(stream) => stream.set_nodelay(on),
-            None => Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed")),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            )),
         }
     }
 

@@ -444,7 +444,11 @@ pub struct NotSettled {
 
 impl fmt::Display for NotSettled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "in-memory connection still busy after {} pump steps", self.steps)
+        write!(
+            f,
+            "in-memory connection still busy after {} pump steps",
+            self.steps
+        )
     }
 }
 
@@ -573,7 +577,6 @@ impl<C: Protocol, S: Protocol> IoPump<C, S> {
         }
         let second = match first {
             Side::Client => Side::Server,
-            Side::Client if false => unreachable!(),
             Side::Server => Side::Client,
         };
         let mut producers = Vec::new();
@@ -851,7 +854,10 @@ mod tests {
         assert!(st.reading_paused());
         t.resume_reading();
         assert!(!st.reading_paused());
-        assert_eq!(st.write_buffer_limits(), (DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER));
+        assert_eq!(
+            st.write_buffer_limits(),
+            (DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER)
+        );
         t.set_write_buffer_limits(10, 20);
         assert_eq!(st.write_buffer_limits(), (10, 10));
         assert_eq!(t.buffered_len(), 0);
@@ -895,7 +901,8 @@ mod tests {
             // Shared between both sides: a nested delivery to the peer would
             // show up as depth 2.
             self.depth.set(self.depth.get() + 1);
-            self.max_depth.set(self.max_depth.get().max(self.depth.get()));
+            self.max_depth
+                .set(self.max_depth.get().max(self.depth.get()));
             self.calls += 1;
             if let Some(t) = &self.transport {
                 t.write(data);
@@ -1018,7 +1025,10 @@ mod tests {
             t.write(b"ignored");
         });
         pump.flush().unwrap();
-        assert_eq!(pump.with_server(|s| (s.received.clone(), s.eofs)), (b"request".to_vec(), 1));
+        assert_eq!(
+            pump.with_server(|s| (s.received.clone(), s.eofs)),
+            (b"request".to_vec(), 1)
+        );
         assert!(pump.is_closed());
         assert_eq!(pump.with_client(|c| c.lost.clone()), ["done"]);
         assert_eq!(pump.with_server(|s| s.lost.clone()), ["done"]);
@@ -1063,8 +1073,14 @@ mod tests {
         pump.with_server(|s| t(s).half_close());
         pump.flush().unwrap();
         assert!(pump.is_closed());
-        assert_eq!(pump.with_client(|c| (c.eofs, c.lost.clone())), (1, vec!["done".to_string()]));
-        assert_eq!(pump.with_server(|s| (s.eofs, s.lost.clone())), (1, vec!["done".to_string()]));
+        assert_eq!(
+            pump.with_client(|c| (c.eofs, c.lost.clone())),
+            (1, vec!["done".to_string()])
+        );
+        assert_eq!(
+            pump.with_server(|s| (s.eofs, s.lost.clone())),
+            (1, vec!["done".to_string()])
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::core::Reactor;
 use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
 
 type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
+/// Work for a pool thread.
+type PoolJob = Box<dyn FnOnce() + Send>;
 
 /// The state shared between the loop and other threads.
 pub(crate) struct ThreadShared {
@@ -132,8 +134,8 @@ impl ThreadHandle {
 
 /// A bounded pool of worker threads, started lazily.
 pub(crate) struct ThreadPool {
-    sender: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    receiver: Arc<Mutex<mpsc::Receiver<Box<dyn FnOnce() + Send>>>>,
+    sender: Option<mpsc::Sender<PoolJob>>,
+    receiver: Arc<Mutex<mpsc::Receiver<PoolJob>>>,
     workers: Vec<JoinHandle<()>>,
     idle: Arc<AtomicUsize>,
     max: usize,
@@ -177,10 +179,7 @@ impl ThreadPool {
     }
 }
 
-fn worker_loop(
-    receiver: Arc<Mutex<mpsc::Receiver<Box<dyn FnOnce() + Send>>>>,
-    idle: Arc<AtomicUsize>,
-) {
+fn worker_loop(receiver: Arc<Mutex<mpsc::Receiver<PoolJob>>>, idle: Arc<AtomicUsize>) {
     loop {
         idle.fetch_add(1, Ordering::SeqCst);
         let job = match receiver.lock() {

@@ -94,7 +94,10 @@ fn lost_connection_schedules_one_retry_and_delays_grow_and_cap() {
     let control = factory.control();
     reactor.connect_tcp(addr, factory, Duration::from_secs(5));
     assert!(reactor
-        .run_until(|| events.made.get() == 1 && server_side.borrow().len() == 1, BOUND)
+        .run_until(
+            || events.made.get() == 1 && server_side.borrow().len() == 1,
+            BOUND
+        )
         .unwrap());
     assert!(control.pending_retry().is_none());
 
@@ -108,7 +111,7 @@ fn lost_connection_schedules_one_retry_and_delays_grow_and_cap() {
 
     // With the port closed, every retry is refused, and the delay doubles up
     // to the cap.
-    let _ = port.stop_listening();
+    drop(port.stop_listening());
     let mut delays = vec![control.last_delay().unwrap()];
     for n in 1..=4 {
         clock.advance(control.last_delay().unwrap());
@@ -119,7 +122,11 @@ fn lost_connection_schedules_one_retry_and_delays_grow_and_cap() {
             events.failed.borrow()[n - 1],
             io::ErrorKind::ConnectionRefused
         );
-        assert_eq!(clock.pending_calls().len(), 1, "one retry pending at a time");
+        assert_eq!(
+            clock.pending_calls().len(),
+            1,
+            "one retry pending at a time"
+        );
         delays.push(control.last_delay().unwrap());
     }
     assert_eq!(

@@ -294,7 +294,10 @@ impl<T: 'static> Deferred<T> {
     /// it (for synchronous code and tests: Twisted's `successResultOf`).
     pub fn take_result(&self) -> Option<Outcome<T>> {
         let slot = &self.slot;
-        if !matches!(*slot.consumer.borrow(), Consumer::Nobody | Consumer::Waker(_)) {
+        if !matches!(
+            *slot.consumer.borrow(),
+            Consumer::Nobody | Consumer::Waker(_)
+        ) {
             return None;
         }
         let outcome = slot.result.borrow_mut().take()?;
@@ -419,7 +422,10 @@ impl<T: 'static> Deferred<T> {
     /// assert_eq!(d.take_result().unwrap().unwrap(), 7);
     /// ```
     #[track_caller]
-    pub fn add_errback(self, f: impl FnOnce(Failure) -> Result<T, Failure> + 'static) -> Deferred<T> {
+    pub fn add_errback(
+        self,
+        f: impl FnOnce(Failure) -> Result<T, Failure> + 'static,
+    ) -> Deferred<T> {
         self.link(move |outcome| Step::Now(outcome.or_else(f)))
     }
 

@@ -223,7 +223,11 @@ pub struct AlreadyCalled {
 
 impl fmt::Display for AlreadyCalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Deferred created at {} was already fired", self.created_at)?;
+        write!(
+            f,
+            "Deferred created at {} was already fired",
+            self.created_at
+        )?;
         if let Some(at) = self.first_fired_at {
             write!(f, " (at {at})")?;
         }

@@ -36,7 +36,7 @@ pub(crate) trait Job {
 thread_local! {
     static QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
     static DRAINING: Cell<bool> = const { Cell::new(false) };
-    static TASKS: RefCell<slab::Slab<TaskEntry>> = RefCell::new(slab::Slab::new());
+    static TASKS: RefCell<slab::Slab<TaskEntry>> = const { RefCell::new(slab::Slab::new()) };
     static NEXT_GENERATION: Cell<u64> = const { Cell::new(1) };
     static REMOTE: Arc<RemoteWakes> = Arc::new(RemoteWakes::default());
 }
@@ -145,9 +145,7 @@ pub(crate) fn unregister_task(id: TaskId) -> Option<Rc<dyn Job>> {
     TASKS.with(|t| {
         let mut tasks = t.borrow_mut();
         match tasks.get(id.index) {
-            Some(entry) if entry.generation == id.generation => {
-                Some(tasks.remove(id.index).task)
-            }
+            Some(entry) if entry.generation == id.generation => Some(tasks.remove(id.index).task),
             _ => None,
         }
     })

@@ -73,8 +73,11 @@ enum State {
     Done,
 }
 
+/// A spawned future, pinned on the heap.
+type LocalFuture<T> = Pin<Box<dyn Future<Output = Outcome<T>>>>;
+
 struct Task<T: 'static> {
-    future: RefCell<Option<Pin<Box<dyn Future<Output = Outcome<T>>>>>>,
+    future: RefCell<Option<LocalFuture<T>>>,
     result: Deferred<T>,
     id: Cell<Option<TaskId>>,
     waker: RefCell<Option<Waker>>,

@@ -1,0 +1,150 @@
+//! The echo example as a process: it prints its address, echoes, and on
+//! SIGINT shuts down cleanly, prints `echo stopped` and exits 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The upper bound of every wait: generous, never reached when things work.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Builds the example (a no-op when it is up to date) next to this test's
+/// binary and returns its path.
+fn echo_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // .../target/<profile>/deps/echo_example-<hash>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--example", "echo", "--quiet", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Drop what cargo set for this test process: build scripts that watch
+    // these (ring watches CARGO_MANIFEST_DIR) would otherwise rerun, and the
+    // next `cargo test` would rebuild everything again.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key)
+        {
+            build.env_remove(key);
+        }
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --example echo failed");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Kills the child on the way out if the test failed before it exited.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits (bounded) for the child to exit.
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the example did not exit within {BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn echo_example_echoes_and_stops_on_sigint() {
+    let mut child = Reaper(
+        Command::new(echo_binary())
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the echo example"),
+    );
+
+    // Its stdout, line by line, through a thread so every read is bounded.
+    let (tx, lines) = mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.expect("read stdout")).is_err() {
+                break;
+            }
+        }
+    });
+
+    let first = lines.recv_timeout(BOUND).expect("the listening line");
+    let addr: SocketAddr = first
+        .strip_prefix("echo listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .parse()
+        .expect("an address");
+    assert_ne!(addr.port(), 0);
+
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(BOUND)).unwrap();
+    let message = b"hello through the echo example\n";
+    client.write_all(message).unwrap();
+    let mut echoed = vec![0u8; message.len()];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, message);
+
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+
+    // Shutdown closes the open connection.
+    let mut rest = Vec::new();
+    assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+
+    let mut after = Vec::new();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => after.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("stdout still open {BOUND:?} after SIGINT; got {after:?}")
+            }
+        }
+    }
+    reader.join().unwrap();
+    assert_eq!(after, ["echo stopped"]);
+    let status = wait_exit(&mut child.0);
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
