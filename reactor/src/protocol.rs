@@ -63,6 +63,23 @@ pub trait Protocol: 'static {
     }
 }
 
+/// A boxed protocol is a protocol (factories that choose among several
+/// protocol types return `Box<dyn Protocol>`).
+impl Protocol for Box<dyn Protocol> {
+    fn connection_made(&mut self, transport: Transport) {
+        (**self).connection_made(transport)
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        (**self).data_received(data)
+    }
+    fn eof_received(&mut self) -> bool {
+        (**self).eof_received()
+    }
+    fn connection_lost(&mut self, reason: ConnectionLost) {
+        (**self).connection_lost(reason)
+    }
+}
+
 /// Why a connection closed, as given to [`Protocol::connection_lost`].
 #[derive(Debug)]
 pub enum ConnectionLost {
