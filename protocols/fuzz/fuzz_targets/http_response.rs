@@ -99,7 +99,13 @@ fuzz_target!(|input: Input| {
     let mut cuts: Vec<usize> = input
         .cuts
         .iter()
-        .map(|&c| if data.is_empty() { 0 } else { usize::from(c) % (data.len() + 1) })
+        .map(|&c| {
+            if data.is_empty() {
+                0
+            } else {
+                usize::from(c) % (data.len() + 1)
+            }
+        })
         .collect();
     cuts.sort_unstable();
     let mut pieces = Vec::new();

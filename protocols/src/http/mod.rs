@@ -1,0 +1,45 @@
+//! A nonblocking HTTP/1.1 and HTTPS client, and the sans-IO response parser
+//! under it.
+//!
+//! - [`ResponseParser`]: bytes in, [`Event`]s out (head, body pieces,
+//!   trailers, end), with limits; usable on its own.
+//! - [`HttpClient`]: requests on a [`Reactor`](gyre_reactor::Reactor), each
+//!   a [`Deferred`](gyre_reactor::defer::Deferred) of a [`Response`]; DNS on
+//!   the reactor's thread pool, TLS through [`crate::tls`], a keep-alive
+//!   pool, time-outs, cancellation.
+//! - [`Request`], [`Response`], [`Url`], [`HttpError`].
+//!
+//! ```no_run
+//! use gyre_protocols::http::{HttpClient, HttpError, Request};
+//! use gyre_reactor::Reactor;
+//! use std::time::Duration;
+//!
+//! let reactor = Reactor::new()?;
+//! let client = HttpClient::new(&reactor);
+//! let d = client.request(Request::get("https://example.com/").header("Accept", "text/html"));
+//! let done = d.clone();
+//! reactor.run_until(|| done.called(), Duration::from_secs(30))?;
+//! match d.take_result().expect("fired") {
+//!     Ok(response) => println!("{} {} bytes", response.status, response.body.len()),
+//!     Err(failure) => match failure.downcast_ref::<HttpError>() {
+//!         Some(HttpError::TimedOut(_)) => eprintln!("too slow"),
+//!         _ => eprintln!("failed: {failure}"),
+//!     },
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+mod error;
+mod message;
+pub mod parser;
+mod url;
+
+pub use client::{default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig};
+pub use error::HttpError;
+pub use message::{Request, Response, USER_AGENT};
+pub use parser::{
+    BodyFraming, Event, Header, ParserLimits, ResponseHead, ResponseParser, DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CHUNK_LINE, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES,
+};
+pub use url::{Scheme, Url};
