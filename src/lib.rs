@@ -8,3 +8,8 @@
 pub use gyre_herd as herd;
 pub use gyre_protocols as protocols;
 pub use gyre_reactor as reactor;
+
+/// The README's example, compiled as a doc test so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
