@@ -150,6 +150,13 @@ impl<T: 'static> Drop for Slot<T> {
         if let Some(Err(failure)) = self.result.get_mut().take() {
             log::error!("Unhandled error in Deferred: {}", failure.describe());
         }
+        // An unfired consumer owns the next link, which owns the one after:
+        // dropping it in place would recurse once per link. Hand it to the
+        // run queue's iterative dropper instead.
+        if let Consumer::Callback(next) = std::mem::replace(self.consumer.get_mut(), Consumer::Done)
+        {
+            runner::drop_later(Box::new(next));
+        }
     }
 }
 

@@ -41,6 +41,41 @@ thread_local! {
     static REMOTE: Arc<RemoteWakes> = Arc::new(RemoteWakes::default());
 }
 
+thread_local! {
+    static GRAVEYARD: RefCell<Vec<Box<dyn std::any::Any>>> = const { RefCell::new(Vec::new()) };
+    static BURYING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops `value` without recursing: a value whose drop drops more values
+/// handed here (the links of a long unfired chain) is dropped in a loop, so
+/// dropping a chain of any length uses constant stack.
+pub(crate) fn drop_later(value: Box<dyn std::any::Any>) {
+    let queued = GRAVEYARD.try_with(|g| match g.try_borrow_mut() {
+        Ok(mut g) => {
+            g.push(value);
+            None
+        }
+        Err(_) => Some(()),
+    });
+    // Thread-local storage is being torn down: nothing to do but drop here.
+    if !matches!(queued, Ok(None)) {
+        return;
+    }
+    if BURYING.with(|b| b.replace(true)) {
+        return;
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BURYING.with(|b| b.set(false));
+        }
+    }
+    let _reset = Reset;
+    while let Some(next) = GRAVEYARD.with(|g| g.borrow_mut().pop()) {
+        drop(next);
+    }
+}
+
 /// Queues a job, and runs the queue unless it is already running further up
 /// the stack.
 pub(crate) fn schedule(job: Rc<dyn Job>) {

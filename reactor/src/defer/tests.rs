@@ -1074,3 +1074,23 @@ fn retry_cancel_cancels_pending_attempt() {
     clock.advance(secs(10));
     assert_eq!(in_progress.borrow().len(), 1, "no further attempt");
 }
+
+#[test]
+fn dropping_a_long_unfired_chain_does_not_overflow_the_stack() {
+    const N: usize = 100_000;
+    let handle = std::thread::Builder::new()
+        .name("bounded-stack-drop".into())
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            let root: Deferred<u64> = Deferred::new();
+            let mut tail = root.clone().add_callback(|v| Ok(v + 1));
+            for _ in 1..N {
+                tail = tail.add_callback(|v| Ok(v + 1));
+            }
+            drop(tail);
+            // The chain hangs off `root`; dropping it drops every link.
+            drop(root);
+        })
+        .unwrap();
+    handle.join().expect("no stack overflow while dropping");
+}
