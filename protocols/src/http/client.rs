@@ -289,7 +289,7 @@ impl HttpClient {
         log::debug!(
             "{} {} (requested at {location})",
             request.method,
-            exchange.prepared.url
+            exchange.prepared.url.without_query()
         );
         let result = exchange.result.clone();
         exchange.start();
@@ -557,7 +557,7 @@ impl Exchange {
         self.client.inner.count(|s| s.retries += 1);
         log::debug!(
             "{}: the pooled connection was closed before any response; retrying on a new one",
-            self.prepared.url
+            self.prepared.url.without_query()
         );
         self.connect_new();
     }

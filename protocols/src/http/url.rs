@@ -194,6 +194,30 @@ impl Url {
     }
 }
 
+impl Url {
+    /// The URL without its query string, for logs: a query may carry
+    /// secrets (API keys), so log lines never show it.
+    ///
+    /// ```
+    /// use gyre_protocols::http::Url;
+    ///
+    /// let url = Url::parse("https://example.com/search?q=1&key=SECRET")?;
+    /// assert_eq!(url.without_query(), "https://example.com/search?…");
+    /// # Ok::<(), gyre_protocols::http::HttpError>(())
+    /// ```
+    pub fn without_query(&self) -> String {
+        match self.path.split_once('?') {
+            Some((path, _)) => format!(
+                "{}://{}{}?…",
+                self.scheme.as_str(),
+                self.host_header(),
+                path
+            ),
+            None => self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
