@@ -1,0 +1,422 @@
+//! Links between neighbours: one TCP connection per link, used in both
+//! directions whichever side opened it.
+//!
+//! # The link protocol
+//!
+//! - On start, a server dials every neighbour at once, and keeps dialling a
+//!   neighbour whose link is down: after a failed attempt it waits
+//!   [`ServerOptions::backoff`](crate::ServerOptions::backoff) (by default
+//!   100 ms doubling to at most 1 s, with jitter, forever) and tries again.
+//!   A link that is up (whichever side dialled it) cancels the waiting
+//!   retry; when the link drops, dialling resumes after the back-off's
+//!   first delay (a short pause, so that a neighbour that accepts and
+//!   drops at once is not dialled in a tight loop).
+//! - The dialling server's first line is `PEER <its name>`. The accepting
+//!   server takes the connection as a link only if that is the first line
+//!   and names one of its neighbours; otherwise the line is an invalid
+//!   command (`? PEER ...`) and the connection stays a client's.
+//! - A link is up as soon as the dialler has connected (on its side) or the
+//!   `PEER` line has arrived (on the other side). Each side then sends the
+//!   other every location it stores, as AT lines, so a restarted server
+//!   catches up at once, without waiting for its neighbours' back-off
+//!   timers; after that, each newly stored location is flooded to every
+//!   neighbour whose link is up, except the one it came from.
+//! - When both sides dial at once there are two connections. Both sides
+//!   keep the same one: for neighbours `A < B` (byte order of the names),
+//!   the canonical connection is the one `A` dialled. A side that has both
+//!   closes the other one; a side that has only the non-canonical one keeps
+//!   using it until the canonical one appears. Every connection that
+//!   becomes a side's link gets the full store sent on it, so AT lines lost
+//!   with a closed duplicate are sent again.
+//! - A second connection of the same kind (a neighbour that restarted and
+//!   dialled again while its old connection is not yet known to be dead)
+//!   replaces the first.
+//!
+//! Lines on a link are never answered; see the [server docs](crate::server).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+
+use gyre_protocols::LineReceiver;
+use gyre_reactor::clock::DelayedCall;
+use gyre_reactor::defer::BackoffState;
+use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
+
+use crate::config::HerdConfig;
+use crate::server::{Conn, ConnHandler, Role, Server};
+
+/// Every neighbour's link state (one per server).
+pub(crate) struct Links {
+    name: String,
+    neighbours: RefCell<BTreeMap<String, Neighbour>>,
+}
+
+struct Neighbour {
+    /// Where to dial it (known after `connect_all`).
+    addr: Option<SocketAddr>,
+    /// The link connection we opened, once connected.
+    dialled: Option<Rc<Conn>>,
+    /// The link connection it opened, once its PEER line came.
+    accepted: Option<Rc<Conn>>,
+    /// Our dialler (created on the first dial, reused for every retry).
+    connector: Option<Connector>,
+    backoff: Option<BackoffState>,
+    /// The pending retry.
+    retry: Option<DelayedCall>,
+}
+
+impl Neighbour {
+    fn is_up(&self) -> bool {
+        self.dialled.is_some() || self.accepted.is_some()
+    }
+}
+
+/// What to do once the table's borrow is released.
+enum After {
+    Close(Rc<Conn>),
+    SendStore(Rc<Conn>),
+    Log(String),
+}
+
+impl Links {
+    pub(crate) fn new(name: &str, neighbours: &[String]) -> Links {
+        Links {
+            name: name.to_string(),
+            neighbours: RefCell::new(
+                neighbours
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            Neighbour {
+                                addr: None,
+                                dialled: None,
+                                accepted: None,
+                                connector: None,
+                                backoff: None,
+                                retry: None,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The neighbour called `name`, if there is one.
+    pub(crate) fn neighbour_named(&self, name: &[u8]) -> Option<String> {
+        let name = std::str::from_utf8(name).ok()?;
+        self.neighbours
+            .borrow()
+            .contains_key(name)
+            .then(|| name.to_string())
+    }
+
+    /// The neighbours whose link is up, sorted.
+    pub(crate) fn up(&self) -> Vec<String> {
+        self.neighbours
+            .borrow()
+            .iter()
+            .filter(|(_, n)| n.is_up())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Records every neighbour's address and dials them all.
+    pub(crate) fn connect_all(&self, server: &Server, config: &HerdConfig) -> io::Result<()> {
+        let names: Vec<String> = {
+            let mut table = self.neighbours.borrow_mut();
+            for (name, n) in table.iter_mut() {
+                let addr = config.addr(name).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("the configuration has no address for neighbour {name}"),
+                    )
+                })?;
+                n.addr = Some(addr);
+                n.backoff = Some(BackoffState::new(server.options.backoff.clone()));
+            }
+            table.keys().cloned().collect()
+        };
+        for name in names {
+            self.dial(server, &name);
+        }
+        Ok(())
+    }
+
+    /// Dials `name` now, unless its link is up, an attempt is in flight,
+    /// or the server stopped.
+    fn dial(&self, server: &Server, name: &str) {
+        if server.is_stopped() {
+            return;
+        }
+        let busy = {
+            let mut table = self.neighbours.borrow_mut();
+            let Some(n) = table.get_mut(name) else {
+                return;
+            };
+            if let Some(retry) = n.retry.take() {
+                let _ = retry.cancel();
+            }
+            let Some(addr) = n.addr else {
+                return;
+            };
+            if n.is_up() {
+                return;
+            }
+            match &n.connector {
+                Some(c) => match c.state() {
+                    ConnectorState::Disconnected => {
+                        c.connect();
+                        false
+                    }
+                    // The attempt in flight reports success or failure.
+                    ConnectorState::Connecting => false,
+                    // A dialled connection we are closing (a duplicate):
+                    // try again once it is gone.
+                    ConnectorState::Connected => true,
+                },
+                None => {
+                    let factory = DialFactory {
+                        server: server.weak(),
+                        neighbour: name.to_string(),
+                    };
+                    let timeout = server.options.connect_timeout;
+                    n.connector = Some(server.reactor.connect_tcp(addr, factory, timeout));
+                    false
+                }
+            }
+        };
+        if busy {
+            self.schedule_retry(server, name);
+        }
+    }
+
+    /// An attempt to dial `name` failed: try again after the back-off.
+    fn dial_failed(&self, server: &Server, name: &str, error: &io::Error) {
+        let delay = self.schedule_retry(server, name);
+        if let Some(delay) = delay {
+            server.log.entry(format_args!(
+                "cannot reach neighbour {name}: {error}; retrying in {:.3} s",
+                delay.as_secs_f64()
+            ));
+        }
+    }
+
+    /// Schedules the next dial of `name` after the back-off's next delay,
+    /// unless the link is up or the server stopped. Returns the delay.
+    fn schedule_retry(&self, server: &Server, name: &str) -> Option<std::time::Duration> {
+        if server.is_stopped() {
+            return None;
+        }
+        let mut table = self.neighbours.borrow_mut();
+        let n = table.get_mut(name)?;
+        if n.is_up() {
+            return None;
+        }
+        let backoff = n.backoff.as_mut()?;
+        let delay = backoff
+            .next_delay()
+            .unwrap_or(server.options.backoff.max_delay);
+        let weak = server.weak();
+        let target = name.to_string();
+        let call = server.reactor.call_later(delay, move || {
+            if let Some(server) = weak.upgrade() {
+                server.links.dial(&server, &target);
+            }
+        });
+        if let Some(old) = n.retry.replace(call) {
+            let _ = old.cancel();
+        }
+        Some(delay)
+    }
+
+    /// `conn` became a link connection to `name` (`dialled` by us, or not).
+    pub(crate) fn register(&self, server: &Server, conn: &Rc<Conn>, name: &str, dialled: bool) {
+        let mut after = Vec::new();
+        {
+            let mut table = self.neighbours.borrow_mut();
+            let Some(n) = table.get_mut(name) else {
+                return;
+            };
+            let was_up = n.is_up();
+            let slot = if dialled {
+                &mut n.dialled
+            } else {
+                &mut n.accepted
+            };
+            if let Some(old) = slot.replace(Rc::clone(conn)) {
+                after.push(After::Log(format!(
+                    "a newer connection with {name} replaces the one at {}",
+                    old.peer()
+                )));
+                after.push(After::Close(old));
+            }
+            // We dialled the canonical connection iff our name is smaller.
+            let we_are_smaller = self.name.as_bytes() < name.as_bytes();
+            let canonical_is_dialled = we_are_smaller;
+            if n.dialled.is_some() && n.accepted.is_some() {
+                let duplicate = if canonical_is_dialled {
+                    n.accepted.take()
+                } else {
+                    n.dialled.take()
+                };
+                if let Some(dup) = duplicate {
+                    after.push(After::Log(format!(
+                        "two connections with {name}: keeping the one {} dialled, closing the one at {}",
+                        if we_are_smaller { self.name.as_str() } else { name },
+                        dup.peer()
+                    )));
+                    after.push(After::Close(dup));
+                }
+            }
+            let still_registered = [&n.dialled, &n.accepted]
+                .into_iter()
+                .flatten()
+                .any(|c| Rc::ptr_eq(c, conn));
+            if !was_up {
+                if let Some(retry) = n.retry.take() {
+                    let _ = retry.cancel();
+                }
+                if let Some(b) = n.backoff.as_mut() {
+                    b.reset();
+                }
+                after.push(After::Log(format!(
+                    "link to {name} up ({} connection with {})",
+                    if dialled { "dialled" } else { "accepted" },
+                    conn.peer()
+                )));
+            }
+            if still_registered {
+                after.push(After::SendStore(Rc::clone(conn)));
+            }
+        }
+        for action in after {
+            match action {
+                After::Close(c) => c.close(),
+                After::Log(line) => server.log.entry(format_args!("{line}")),
+                After::SendStore(c) => self.send_store(server, &c),
+            }
+        }
+    }
+
+    /// `conn`, a link connection to `name`, closed.
+    pub(crate) fn unregister(&self, server: &Server, conn: &Rc<Conn>, name: &str) {
+        let went_down = {
+            let mut table = self.neighbours.borrow_mut();
+            let Some(n) = table.get_mut(name) else {
+                return;
+            };
+            let was_up = n.is_up();
+            for slot in [&mut n.dialled, &mut n.accepted] {
+                if slot.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
+                    *slot = None;
+                }
+            }
+            was_up && !n.is_up()
+        };
+        if went_down {
+            server.log.entry(format_args!("link to {name} down"));
+            self.schedule_retry(server, name);
+        }
+    }
+
+    /// Sends every stored location to a neighbour whose link just came up.
+    fn send_store(&self, server: &Server, conn: &Rc<Conn>) {
+        let lines: Vec<Vec<u8>> = server
+            .store
+            .borrow()
+            .iter()
+            .map(|(_, l)| l.at_line().to_vec())
+            .collect();
+        if !lines.is_empty() {
+            server.log.entry(format_args!(
+                "sending {} stored location(s) to {}",
+                lines.len(),
+                conn.describe_peer()
+            ));
+        }
+        for line in lines {
+            conn.write_logged(&line);
+        }
+    }
+
+    /// Sends `at_line` to every neighbour whose link is up, except `from`.
+    pub(crate) fn flood(&self, at_line: &[u8], from: Option<&str>) {
+        let targets: Vec<Rc<Conn>> = self
+            .neighbours
+            .borrow()
+            .iter()
+            .filter(|(name, _)| Some(name.as_str()) != from)
+            .filter_map(|(_, n)| n.dialled.clone().or_else(|| n.accepted.clone()))
+            .collect();
+        for conn in targets {
+            conn.write_logged(at_line);
+        }
+    }
+
+    /// Stops dialling and forgets every link (the server closes the
+    /// connections).
+    pub(crate) fn stop(&self) {
+        let connectors: Vec<Connector> = {
+            let mut table = self.neighbours.borrow_mut();
+            table
+                .values_mut()
+                .filter_map(|n| {
+                    if let Some(retry) = n.retry.take() {
+                        let _ = retry.cancel();
+                    }
+                    n.dialled = None;
+                    n.accepted = None;
+                    n.connector.take()
+                })
+                .collect()
+        };
+        for c in connectors {
+            if c.state() == ConnectorState::Connecting {
+                c.stop_connecting();
+            }
+        }
+    }
+}
+
+/// Builds the protocol of a connection we dial to a neighbour, and hears
+/// about failed attempts.
+struct DialFactory {
+    server: Weak<Server>,
+    neighbour: String,
+}
+
+impl Factory for DialFactory {
+    type Protocol = LineReceiver<ConnHandler>;
+
+    fn build_protocol(&mut self, peer: SocketAddr) -> Option<Self::Protocol> {
+        let server = self.server.upgrade()?;
+        if server.is_stopped() {
+            return None;
+        }
+        Some(server.new_protocol(
+            peer,
+            Role::Link {
+                neighbour: self.neighbour.clone(),
+                dialled: true,
+            },
+        ))
+    }
+}
+
+impl ClientFactory for DialFactory {
+    fn client_connection_failed(&mut self, _connector: &Connector, reason: &io::Error) {
+        if let Some(server) = self.server.upgrade() {
+            server.links.dial_failed(&server, &self.neighbour, reason);
+        }
+    }
+
+    fn client_connection_lost(&mut self, _connector: &Connector, _reason: &ConnectionLost) {
+        // The connection's own `connection_lost` unregistered it, and
+        // scheduled a retry if that took the link down.
+    }
+}
