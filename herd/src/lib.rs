@@ -11,6 +11,7 @@
 //!   dialled and re-dialled, shared by both directions.
 //! - [`log`]: [`ServerLog`], each server's `NAME.log`.
 //! - [`places`]: the Places service clients and the local Places service.
+//! - [`program`]: the herd program's options and start-up (`examples/herd.rs`).
 //!
 //! Starting the default herd, all five servers in one process:
 //!
@@ -37,6 +38,7 @@ pub mod config;
 mod links;
 pub mod log;
 pub mod places;
+pub mod program;
 pub mod server;
 pub mod store;
 

@@ -1,0 +1,16 @@
+//! The herd: `cargo run --release --example herd -- [OPTIONS]`.
+//!
+//! With no options it starts the five servers of the default herd (ports
+//! 12000-12004) and a local Places service, so it works on a fresh machine
+//! without an API key. Options (see HERD.md): `--config FILE`,
+//! `--server NAME`, `--places-api local|google|google-legacy`,
+//! `--places-url URL`, `--places-ca FILE`, `--places-key-file FILE`,
+//! `--log-dir DIR`. Ctrl-C stops it cleanly.
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = gyre::herd::program::run(std::env::args().skip(1)) {
+        eprintln!("herd: {e}");
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,282 @@
+//! The herd program: its command-line options (HERD.md's table) and
+//! [`run`], which starts the servers on one reactor. `examples/herd.rs` is
+//! a thin `main` over this module.
+
+use std::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+
+use gyre_reactor::{Phase, Reactor, SystemEvent};
+
+use crate::config::HerdConfig;
+use crate::log::ServerLog;
+use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
+use crate::server::HerdServer;
+
+/// The environment variable that may hold the Google Places API key.
+pub const API_KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
+
+/// The herd program's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `--config FILE`: the herd to run (default: the built-in herd).
+    pub config: Option<PathBuf>,
+    /// `--server NAME`: run only this server (default: all of them).
+    pub server: Option<String>,
+    /// `--places-api local|google|google-legacy` (default: `google` when a
+    /// key is configured, else `local`).
+    pub places_api: Option<String>,
+    /// `--places-url URL`: the full endpoint URL for that back-end.
+    pub places_url: Option<String>,
+    /// `--places-ca FILE`: an extra trusted CA certificate (PEM).
+    pub places_ca: Option<PathBuf>,
+    /// `--places-key-file FILE`: the API key, read from a file.
+    pub places_key_file: Option<PathBuf>,
+    /// `--log-dir DIR`: one log file per server (default `logs/`).
+    pub log_dir: Option<PathBuf>,
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
+            [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
+
+Runs the herd of HERD.md: by default the built-in five servers (Alford 12000,
+Ball 12001, Hamilton 12002, Holiday 12003, Welsh 12004) in this process, with
+a local Places service unless a Google API key is configured (the
+--places-key-file option or the GOOGLE_PLACES_API_KEY variable).";
+
+/// A command line that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n\n{USAGE}", self.0)
+    }
+}
+
+impl Error for UsageError {}
+
+impl Options {
+    /// Parses the arguments (without the program name). Each option takes
+    /// one value, as `--opt VALUE` or `--opt=VALUE`; `--help` is an error
+    /// that carries the usage text.
+    ///
+    /// ```
+    /// use gyre_herd::program::Options;
+    ///
+    /// let o = Options::parse(["--server", "Ball", "--log-dir=/tmp/l"]).unwrap();
+    /// assert_eq!(o.server.as_deref(), Some("Ball"));
+    /// assert!(Options::parse(["--bogus"]).is_err());
+    /// ```
+    pub fn parse<I, S>(args: I) -> Result<Options, UsageError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut options = Options::default();
+        let mut args = args.into_iter().map(Into::into);
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            if name == "--help" || name == "-h" {
+                return Err(UsageError("help requested".into()));
+            }
+            let slot: &mut Option<String> = match name.as_str() {
+                "--server" => &mut options.server,
+                "--places-api" => &mut options.places_api,
+                "--places-url" => &mut options.places_url,
+                _ => {
+                    let path = match name.as_str() {
+                        "--config" => &mut options.config,
+                        "--places-ca" => &mut options.places_ca,
+                        "--places-key-file" => &mut options.places_key_file,
+                        "--log-dir" => &mut options.log_dir,
+                        _ => return Err(UsageError(format!("unknown argument {arg:?}"))),
+                    };
+                    let value = value_of(&name, inline, &mut args)?;
+                    *path = Some(PathBuf::from(value));
+                    continue;
+                }
+            };
+            *slot = Some(value_of(&name, inline, &mut args)?);
+        }
+        if let Some(api) = &options.places_api {
+            if PlacesApi::from_name(api).is_none() {
+                return Err(UsageError(format!(
+                    "--places-api must be local, google or google-legacy, not {api:?}"
+                )));
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn value_of(
+    name: &str,
+    inline: Option<String>,
+    rest: &mut impl Iterator<Item = String>,
+) -> Result<String, UsageError> {
+    match inline.or_else(|| rest.next()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(UsageError(format!("{name} needs a value"))),
+    }
+}
+
+/// Reads the API key: the key file if given, else the environment variable.
+/// Surrounding whitespace is dropped; an empty key counts as none.
+fn api_key(options: &Options) -> Result<Option<String>, Box<dyn Error>> {
+    let key = match &options.places_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?,
+        None => std::env::var(API_KEY_VAR).unwrap_or_default(),
+    };
+    let key = key.trim().to_string();
+    Ok((!key.is_empty()).then_some(key))
+}
+
+/// Starts the herd described by `options` on `reactor` and returns the
+/// servers (and the local Places service, when one was started). The caller
+/// runs the reactor.
+pub fn start(
+    reactor: &Reactor,
+    options: &Options,
+) -> Result<(Vec<HerdServer>, Option<LocalPlacesService>), Box<dyn Error>> {
+    let config = match &options.config {
+        Some(path) => HerdConfig::from_file(path)?,
+        None => HerdConfig::default(),
+    };
+    let names: Vec<String> = match &options.server {
+        Some(name) => {
+            if config.server(name).is_none() {
+                return Err(format!("the herd has no server named {name:?}").into());
+            }
+            vec![name.clone()]
+        }
+        None => config.servers().iter().map(|s| s.name.clone()).collect(),
+    };
+    let key = api_key(options)?;
+    let api = match &options.places_api {
+        Some(name) => PlacesApi::from_name(name).ok_or("bad --places-api")?,
+        None if key.is_some() => PlacesApi::Google,
+        None => PlacesApi::Local,
+    };
+    let extra_ca_pem = match &options.places_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut local_service = None;
+    let places_config = if api == PlacesApi::Local && options.places_url.is_none() {
+        let service = LocalPlacesService::start(reactor, "127.0.0.1:0".parse()?)?;
+        println!("places: local service at {}", service.url());
+        let config = service.client_config();
+        local_service = Some(service);
+        config
+    } else {
+        PlacesConfig {
+            api: api.clone(),
+            url: options.places_url.clone(),
+            extra_ca_pem,
+            api_key: key,
+            ..PlacesConfig::default()
+        }
+    };
+    let places = PlacesClient::new(reactor, places_config)?;
+    println!("places: {} back-end at {}", api.name(), places.endpoint());
+    let log_dir = options
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("logs"));
+    let mut servers = Vec::new();
+    for name in &names {
+        let log = ServerLog::open(&log_dir, name)
+            .map_err(|e| format!("cannot open the log of {name} in {}: {e}", log_dir.display()))?;
+        let server = HerdServer::start(reactor, name, &config, places.clone(), log)
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        // Scripts read these lines to know the herd is up.
+        println!("herd: {name} listening on {}", server.local_addr());
+        servers.push(server);
+    }
+    Ok((servers, local_service))
+}
+
+/// Parses the command line, starts the herd and runs it until SIGINT or
+/// SIGTERM (then the servers close their connections and it returns).
+pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
+    let options = Options::parse(args)?;
+    let reactor = Reactor::new()?;
+    let (servers, _local) = start(&reactor, &options)?;
+    reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
+        for server in &servers {
+            server.stop();
+        }
+        None
+    });
+    reactor.run()?;
+    println!("herd: stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_parses_in_both_forms() {
+        let o = Options::parse([
+            "--config",
+            "h.json",
+            "--server=Welsh",
+            "--places-api",
+            "google-legacy",
+            "--places-url=https://127.0.0.1:1/x",
+            "--places-ca",
+            "ca.pem",
+            "--places-key-file=key.txt",
+            "--log-dir",
+            "out",
+        ])
+        .unwrap();
+        assert_eq!(o.config, Some(PathBuf::from("h.json")));
+        assert_eq!(o.server.as_deref(), Some("Welsh"));
+        assert_eq!(o.places_api.as_deref(), Some("google-legacy"));
+        assert_eq!(o.places_url.as_deref(), Some("https://127.0.0.1:1/x"));
+        assert_eq!(o.places_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(o.places_key_file, Some(PathBuf::from("key.txt")));
+        assert_eq!(o.log_dir, Some(PathBuf::from("out")));
+    }
+
+    #[test]
+    fn bad_command_lines_are_usage_errors() {
+        for bad in [
+            vec!["--server"],
+            vec!["--server="],
+            vec!["--places-api", "bing"],
+            vec!["positional"],
+            vec!["--help"],
+        ] {
+            let err = Options::parse(bad.clone()).unwrap_err();
+            assert!(err.to_string().contains("usage: herd"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_server_is_an_error() {
+        let reactor = Reactor::builder()
+            .install_signal_handlers(false)
+            .build()
+            .unwrap();
+        let options = Options {
+            server: Some("Nobody".into()),
+            ..Options::default()
+        };
+        let err = start(&reactor, &options).err().unwrap();
+        assert!(err.to_string().contains("Nobody"), "{err}");
+    }
+}
