@@ -42,8 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("usage: echo [ADDRESS:PORT] ({e})"))?;
     let reactor = Reactor::new()?;
     let port = reactor.listen_tcp(addr, factory_fn(|_peer| Some(Echo::default())))?;
-    // Scripts read this line to learn the port when 0 was asked.
-    println!("echo listening on {}", port.local_addr());
+    // Scripts read this line to learn the port when 0 was asked, and may
+    // send SIGINT at once: print it once `run` has installed the handlers.
+    let bound = port.local_addr();
+    reactor.call_when_running(move |_| println!("echo listening on {bound}"));
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, |_| {
         log::info!("shutting down");
         None

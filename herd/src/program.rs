@@ -140,7 +140,8 @@ fn api_key(options: &Options) -> Result<Option<String>, Box<dyn Error>> {
 
 /// Starts the herd described by `options` on `reactor` and returns the
 /// servers (and the local Places service, when one was started). The caller
-/// runs the reactor.
+/// runs the reactor; the `herd: NAME listening on ADDR` lines are printed
+/// when it starts running.
 pub fn start(
     reactor: &Reactor,
     options: &Options,
@@ -199,8 +200,11 @@ pub fn start(
             .map_err(|e| format!("cannot open the log of {name} in {}: {e}", log_dir.display()))?;
         let server = HerdServer::start(reactor, name, &config, places.clone(), log)
             .map_err(|e| format!("cannot start {name}: {e}"))?;
-        // Scripts read these lines to know the herd is up.
-        println!("herd: {name} listening on {}", server.local_addr());
+        // Scripts read these lines to know the herd is up, and may signal
+        // it at once: print them when the loop runs, with its SIGINT and
+        // SIGTERM handlers installed, so that stops it cleanly.
+        let line = format!("herd: {name} listening on {}", server.local_addr());
+        reactor.call_when_running(move |_| println!("{line}"));
         servers.push(server);
     }
     Ok((servers, local_service))

@@ -36,6 +36,11 @@
 //! assert_eq!(st.value(), b"HI\nTHERE\n");
 //! ```
 
+/// The crate README's example, compiled as a doc test so it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod flow;
 pub mod http;
 pub mod intn;

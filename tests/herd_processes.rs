@@ -1,0 +1,526 @@
+//! The herd program (`examples/herd.rs`) as real processes: one process
+//! running a whole herd, separate processes per server killed and
+//! restarted, and the SIGINT paths. Ports are picked free at run time;
+//! every wait is on an event (a stdout line, a log line, an answer) with a
+//! generous deadline.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The upper bound of every wait: generous, never reached when things work.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Where HERD.md's example client is (there are real places around it in
+/// the local Places service).
+const UCLA: &str = "+34.068930-118.445127";
+
+/// Builds the herd example once (a no-op when it is up to date) next to
+/// this test's binary and returns its path.
+fn herd_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // .../target/<profile>/deps/herd_processes-<hash>
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--example", "herd", "--quiet", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Drop what cargo set for this test process, so build scripts that
+        // watch these do not rerun (see tests/echo_example.rs).
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key)
+            {
+                build.env_remove(key);
+            }
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example herd failed");
+        let path = profile_dir
+            .join("examples")
+            .join(format!("herd{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.exists(), "{} was not built", path.display());
+        path
+    })
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = std::env::temp_dir().join(format!(
+            "gyre-herd-processes-{}-{tag}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `n` ports that were free a moment ago (all listeners are held until
+/// every port is picked, so they are distinct).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Writes a herd configuration (HERD.md's JSON form) into `dir`.
+fn write_config(dir: &Path, servers: &[(&str, u16)], links: &[(&str, &str)]) -> PathBuf {
+    let servers: Vec<String> = servers
+        .iter()
+        .map(|(name, port)| format!(r#"{{"name": "{name}", "host": "127.0.0.1", "port": {port}}}"#))
+        .collect();
+    let links: Vec<String> = links
+        .iter()
+        .map(|(a, b)| format!(r#"["{a}", "{b}"]"#))
+        .collect();
+    let json = format!(
+        "{{\"servers\": [{}], \"links\": [{}]}}\n",
+        servers.join(", "),
+        links.join(", ")
+    );
+    let path = dir.join("herd.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+/// A running herd process: its stdout lines come through a channel so every
+/// wait is bounded; dropping it SIGKILLs and reaps the child.
+struct Herd {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    label: String,
+}
+
+impl Herd {
+    /// Starts `herd --config CONFIG --log-dir LOGS [--server NAME]`; its
+    /// stderr goes to `stderr-LABEL.txt` in `dir`.
+    fn start(dir: &Path, config: &Path, server: Option<&str>) -> Herd {
+        let label = server.unwrap_or("all").to_string();
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("stderr-{label}.txt")))
+            .unwrap();
+        let mut command = Command::new(herd_binary());
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--log-dir")
+            .arg(dir.join("logs"))
+            .env("RUST_LOG", "info")
+            .env_remove("GOOGLE_PLACES_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        if let Some(name) = server {
+            command.args(["--server", name]);
+        }
+        let mut child = command.spawn().expect("start the herd example");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Herd {
+            child,
+            lines,
+            seen: Vec::new(),
+            label,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns it.
+    fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "herd {}: no stdout line {prefix:?} ({e:?}); stdout so far: {:?}",
+                    self.label, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the `herd: NAME listening on ADDR` line of each server.
+    fn wait_listening(&mut self, names: &[&str]) -> Vec<SocketAddr> {
+        names
+            .iter()
+            .map(|name| {
+                let prefix = format!("herd: {name} listening on ");
+                let line = self.wait_line(&prefix);
+                line[prefix.len()..].parse().expect("an address")
+            })
+            .collect()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid (not yet reaped).
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits (bounded) for the child to exit.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herd {} did not exit within {BOUND:?}",
+                self.label
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILLs the process and reaps it.
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sends `request`, half-closes, and reads everything until EOF.
+fn query(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.set_write_timeout(Some(BOUND)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|e| panic!("reading the answer to {request:?} from {addr}: {e}"));
+    String::from_utf8(answer).expect("a UTF-8 answer")
+}
+
+/// Asks `WHATSAT id 10 5` at `addr` on fresh connections until the answer
+/// is not `? ...` (the location has not arrived yet), and returns it.
+fn whatsat_when_known(addr: SocketAddr, id: &str) -> String {
+    let request = format!("WHATSAT {id} 10 5\n");
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let answer = query(addr, &request);
+        if !answer.starts_with("? ") {
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still answers {answer:?} to {request:?} after {BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The current POSIX time as IAMAT's time field.
+fn now_field() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// Checks an AT line answering `IAMAT id UCLA time` at `server`.
+fn assert_at_line(line: &str, server: &str, id: &str, time: &str) {
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.len(), 6, "AT line {line:?}");
+    assert_eq!(fields[..2], ["AT", server], "AT line {line:?}");
+    let diff = fields[2];
+    assert!(
+        diff.starts_with(['+', '-']),
+        "unsigned time difference in {line:?}"
+    );
+    let (whole, frac) = diff[1..].split_once('.').expect("a fraction");
+    assert!(
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 9
+            && frac.bytes().all(|b| b.is_ascii_digit()),
+        "bad time difference in {line:?}"
+    );
+    assert_eq!(fields[3..], [id, UCLA, time], "AT line {line:?}");
+}
+
+/// Splits a WHATSAT answer into its AT line and its JSON body, checking
+/// the framing (the answer ends with an empty line) and the body.
+fn split_whatsat(answer: &str) -> (&str, &str) {
+    let (at, rest) = answer.split_once('\n').expect("an AT line");
+    let body = rest
+        .strip_suffix("\n\n")
+        .unwrap_or_else(|| panic!("WHATSAT answer not ending in an empty line: {answer:?}"));
+    assert!(!body.ends_with('\n'), "trailing newline in {answer:?}");
+    let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(
+        compact.starts_with('{') && compact.ends_with('}'),
+        "not a JSON object: {body:?}"
+    );
+    assert!(
+        compact.contains(r#""status":"OK""#),
+        "status not OK: {body}"
+    );
+    assert!(compact.contains(r#""results":["#), "no results: {body}");
+    assert!(
+        !compact.contains(r#""results":[]"#),
+        "no places near UCLA: {body}"
+    );
+    (at, body)
+}
+
+/// Polls WHATSAT at `addr` until `id` is known, checks the answer, and
+/// returns its AT line.
+fn known_at_line(addr: SocketAddr, id: &str) -> String {
+    let answer = whatsat_when_known(addr, id);
+    split_whatsat(&answer).0.to_string()
+}
+
+/// The log file's text (empty while it does not exist).
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until the log at `path` has a line, after its first `skip` lines,
+/// containing `needle`; returns that line's index.
+fn wait_log_line(path: &Path, needle: &str, skip: usize) -> usize {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let text = read_log(path);
+        if let Some(i) = text
+            .lines()
+            .enumerate()
+            .skip(skip)
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i)
+        {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needle:?} (after line {skip}) in {} within {BOUND:?}; it has:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_process_herd_floods_answers_and_stops_on_sigint() {
+    let dir = TempDir::new("one");
+    let ports = free_ports(3);
+    let config = write_config(
+        dir.path(),
+        &[("A", ports[0]), ("B", ports[1]), ("C", ports[2])],
+        &[("A", "B"), ("B", "C")],
+    );
+    let mut herd = Herd::start(dir.path(), &config, None);
+    herd.wait_line("places: local service at ");
+    herd.wait_line("places: local back-end at ");
+    let addrs = herd.wait_listening(&["A", "B", "C"]);
+
+    // IAMAT, WHATSAT and a bad line on one connection, then half-close.
+    let id = "kiwi.cs.ucla.edu";
+    let time = now_field();
+    let answer = query(
+        addrs[0],
+        &format!("IAMAT {id} {UCLA} {time}\nWHATSAT {id} 10 5\nLLL\n"),
+    );
+    let (at, rest) = answer.split_once('\n').expect("an AT line");
+    assert_at_line(at, "A", id, &time);
+    let (whatsat, invalid) = rest
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("no WHATSAT answer in {answer:?}"));
+    let whatsat = format!("{whatsat}\n\n");
+    let (whatsat_at, _) = split_whatsat(&whatsat);
+    assert_eq!(whatsat_at, at);
+    assert_eq!(invalid, "? LLL\n", "answer {answer:?}");
+
+    // C is two hops away: the location reaches it through B.
+    let answer = whatsat_when_known(addrs[2], id);
+    let (at_c, _) = split_whatsat(&answer);
+    assert_eq!(at_c, at, "C's answer {answer:?}");
+
+    herd.signal(libc::SIGINT);
+    herd.wait_line("herd: stopped");
+    let status = herd.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+
+    let logs = dir.path().join("logs");
+    let log_a = read_log(&logs.join("A.log"));
+    let log_b = read_log(&logs.join("B.log"));
+    let log_c = read_log(&logs.join("C.log"));
+    assert!(
+        log_a.contains(&format!("IAMAT {id} {UCLA} {time}")),
+        "A.log:\n{log_a}"
+    );
+    assert!(log_a.contains("LLL"), "A.log:\n{log_a}");
+    assert!(log_b.contains(at), "B.log:\n{log_b}");
+    assert!(log_c.contains(at), "C.log:\n{log_c}");
+    assert!(
+        log_c.contains(&format!("WHATSAT {id} 10 5")),
+        "C.log:\n{log_c}"
+    );
+}
+
+#[test]
+fn restarted_server_learns_what_was_flooded_while_it_was_down() {
+    let dir = TempDir::new("restart");
+    let ports = free_ports(3);
+    let names = ["A", "B", "C"];
+    let config = write_config(
+        dir.path(),
+        &[("A", ports[0]), ("B", ports[1]), ("C", ports[2])],
+        &[("A", "B"), ("B", "C"), ("C", "A")],
+    );
+    let mut herds: Vec<Herd> = names
+        .iter()
+        .map(|name| Herd::start(dir.path(), &config, Some(name)))
+        .collect();
+    let addrs: Vec<SocketAddr> = herds
+        .iter_mut()
+        .zip(names)
+        .map(|(herd, name)| herd.wait_listening(&[name])[0])
+        .collect();
+    let logs = dir.path().join("logs");
+    let log_a = logs.join("A.log");
+
+    // The herd works as a whole before anything is killed.
+    let early = "early.client";
+    let early_time = now_field();
+    let at_early = query(addrs[0], &format!("IAMAT {early} {UCLA} {early_time}\n"));
+    assert_at_line(at_early.trim_end(), "A", early, &early_time);
+    let at = known_at_line(addrs[1], early);
+    assert_eq!(at, at_early.trim_end());
+    wait_log_line(&log_a, "link to C up", 0);
+
+    // B dies; A notices.
+    herds[1].kill();
+    let down = wait_log_line(&log_a, "link to B down", 0);
+
+    // A location reported while B is down still floods A -> C.
+    let roamer = "roamer.client";
+    let time = now_field();
+    let answer = query(addrs[0], &format!("IAMAT {roamer} {UCLA} {time}\n"));
+    let at_roamer = answer
+        .strip_suffix('\n')
+        .unwrap_or_else(|| panic!("answer {answer:?}"));
+    assert_at_line(at_roamer, "A", roamer, &time);
+    let at = known_at_line(addrs[2], roamer);
+    assert_eq!(at, at_roamer);
+
+    // B comes back on the same port and catches up from its neighbours.
+    herds[1] = Herd::start(dir.path(), &config, Some("B"));
+    let b = herds[1].wait_listening(&["B"])[0];
+    assert_eq!(b, addrs[1]);
+    let at = known_at_line(b, roamer);
+    assert_eq!(at, at_roamer, "B's answer after its restart");
+    let at = known_at_line(b, early);
+    assert_eq!(at, at_early.trim_end(), "B's answer after its restart");
+
+    // A logged the link to B coming back after it went down.
+    wait_log_line(&log_a, "link to B up", down + 1);
+}
+
+#[test]
+fn second_sigint_exits_at_once() {
+    let dir = TempDir::new("sigint");
+    let ports = free_ports(2);
+    let config = write_config(
+        dir.path(),
+        &[("A", ports[0]), ("B", ports[1])],
+        &[("A", "B")],
+    );
+    let mut herd = Herd::start(dir.path(), &config, None);
+    let addrs = herd.wait_listening(&["A", "B"]);
+    // An answer proves the loop runs (so its signal handlers are in).
+    assert_eq!(query(addrs[0], "LLL\n"), "? LLL\n");
+
+    herd.signal(libc::SIGINT);
+    herd.signal(libc::SIGINT);
+    let status = herd.wait_exit();
+    assert!(
+        matches!(status.code(), Some(0) | Some(130)),
+        "exit status {status}"
+    );
+}
+
+#[test]
+fn sigint_right_after_the_listening_lines_stops_cleanly() {
+    // Scripts signal the herd as soon as they read its listening lines: by
+    // then its SIGINT handler must be in (no default "killed by SIGINT").
+    let dir = TempDir::new("early-sigint");
+    let ports = free_ports(1);
+    let config = write_config(dir.path(), &[("A", ports[0])], &[]);
+    let mut herd = Herd::start(dir.path(), &config, None);
+    herd.wait_listening(&["A"]);
+    herd.signal(libc::SIGINT);
+    herd.wait_line("herd: stopped");
+    let status = herd.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
