@@ -676,7 +676,7 @@ impl Reactor {
         let again = std::mem::take(&mut *inner.read_again.borrow_mut());
         for conn in &again {
             conn.clear_queued_read();
-            conn.handle_readable(&mut buf);
+            conn.handle_readable(&mut buf, true);
         }
         *inner.read_buf.borrow_mut() = buf;
         self.reap();
@@ -787,7 +787,7 @@ impl Reactor {
                     conn.handle_writable();
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    conn.handle_readable(buf);
+                    conn.handle_readable(buf, event.is_read_closed() || event.is_error());
                 }
             }
             SlotKind::Listener(listener) => listener.handle_readable(self),

@@ -194,9 +194,16 @@ impl Conn {
         }
     }
 
-    /// Reads until WouldBlock (or the per-event budget), delivering data.
-    /// `buf` is the reactor's shared read buffer.
-    pub(crate) fn handle_readable(self: &Rc<Self>, buf: &mut [u8]) {
+    /// Reads until the socket is drained (or the per-event budget is
+    /// spent), delivering data. `buf` is the reactor's shared read buffer.
+    ///
+    /// A read that fills less than `buf` has drained the kernel's receive
+    /// queue, so with edge-triggered epoll the next byte brings a new event:
+    /// the read that would only say WouldBlock is skipped (as tokio does),
+    /// saving a system call per message. `until_would_block` turns this off
+    /// for the cases where no fresh edge is guaranteed: the peer closed (its
+    /// EOF must be read now), an error, or a read resumed after a pause.
+    pub(crate) fn handle_readable(self: &Rc<Self>, buf: &mut [u8], until_would_block: bool) {
         for _ in 0..READS_PER_EVENT {
             if self.closed.get() || self.reading_paused.get() || self.read_eof.get() {
                 return;
@@ -214,6 +221,9 @@ impl Conn {
                 Ok(n) => {
                     let data = &buf[..n];
                     self.call_protocol("data_received", |p| p.data_received(data));
+                    if n < buf.len() && !until_would_block {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
