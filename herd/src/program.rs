@@ -196,8 +196,12 @@ pub fn start(
         .unwrap_or_else(|| PathBuf::from("logs"));
     let mut servers = Vec::new();
     for name in &names {
-        let log = ServerLog::open(&log_dir, name)
-            .map_err(|e| format!("cannot open the log of {name} in {}: {e}", log_dir.display()))?;
+        let log = ServerLog::open(&log_dir, name).map_err(|e| {
+            format!(
+                "cannot open the log of {name} in {}: {e}",
+                log_dir.display()
+            )
+        })?;
         let server = HerdServer::start(reactor, name, &config, places.clone(), log)
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         // Scripts read these lines to know the herd is up, and may signal
