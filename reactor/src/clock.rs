@@ -65,8 +65,11 @@ use slab::Slab;
 /// Compact the heap only once at least this many entries are stale.
 const COMPACT_MIN_STALE: usize = 64;
 
-/// A heap key: due time, sequence number (ties and staleness), slab slot.
-type Key = (Instant, u64, usize);
+/// A heap key: due time (nanoseconds since the clock's epoch), sequence
+/// number (ties and staleness), slab slot. 24 bytes rather than the 32 an
+/// `Instant` key takes: with 100,000 timers pending, sifting through a
+/// smaller heap is most of the cost of a schedule-and-fire.
+type Key = (u64, u64, usize);
 
 /// The lifecycle of a [`DelayedCall`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,12 +181,25 @@ impl Queue {
 
 struct Inner {
     source: Source,
+    /// The zero of the heap's time keys (the clock's creation).
+    epoch: Instant,
     queue: RefCell<Queue>,
     /// Set while `run_due` runs a batch (re-entrancy guard).
     running: Cell<bool>,
 }
 
 impl Inner {
+    /// `t` as a heap key: nanoseconds since the epoch, saturating (a time
+    /// more than 584 years out sorts last, which is when it would fire).
+    fn ticks(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A heap key's time as an `Instant`.
+    fn instant(&self, ticks: u64) -> Instant {
+        add_saturating(self.epoch, Duration::from_nanos(ticks))
+    }
+
     fn now(&self) -> Instant {
         match &self.source {
             Source::Real => Instant::now(),
@@ -274,9 +290,14 @@ pub struct Clock {
 
 impl Clock {
     fn with_source(source: Source) -> Clock {
+        let epoch = match &source {
+            Source::Real => Instant::now(),
+            Source::Manual { base, .. } => *base,
+        };
         Clock {
             inner: Rc::new(Inner {
                 source,
+                epoch,
                 queue: RefCell::new(Queue {
                     calls: Slab::new(),
                     heap: BinaryHeap::new(),
@@ -336,7 +357,7 @@ impl Clock {
             },
         });
         entry.insert(call.clone());
-        q.heap.push(Reverse((time, seq, slot)));
+        q.heap.push(Reverse((self.inner.ticks(time), seq, slot)));
         drop(q);
         DelayedCall {
             call,
@@ -367,10 +388,11 @@ impl Clock {
         q.prune_fronts();
         let heap = q.heap.peek().map(|Reverse(k)| k.0);
         let batch = q.batch.front().map(|k| k.0);
-        match (heap, batch) {
+        let earliest = match (heap, batch) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        earliest.map(|ticks| self.inner.instant(ticks))
     }
 
     /// Run every call due at [`now`](Clock::now) (read once, at the start) as
@@ -388,7 +410,7 @@ impl Clock {
         }
         self.inner.running.set(true);
         let _guard = RunGuard(&self.inner.running);
-        let now = self.now();
+        let now = self.inner.ticks(self.now());
         {
             let mut q = self.inner.queue.borrow_mut();
             let q = &mut *q;
@@ -632,7 +654,7 @@ impl DelayedCall {
         let seq = q.take_seq();
         self.call.time.set(time);
         self.call.seq.set(seq);
-        q.heap.push(Reverse((time, seq, self.call.slot)));
+        q.heap.push(Reverse((inner.ticks(time), seq, self.call.slot)));
         q.maybe_compact();
     }
 
