@@ -27,6 +27,8 @@
 //! --measurement-time 3`). On a shared machine compare the rows of one
 //! group from one run, not absolute numbers across runs.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -72,46 +74,7 @@ fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Pins the calling thread to `core` (best effort: an error leaves it as is).
-fn pin_to_core(core: usize) {
-    // SAFETY: `cpu_set_t` is plain data for which all-zero bytes are a valid
-    // (empty) set; CPU_ZERO and CPU_SET write only inside the set we own
-    // (CPU_SET ignores a core beyond the set's size); sched_setaffinity(0, ..)
-    // reads the set, of the size we pass, for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// The cores of the client and the servers (see the module docs).
-/// Computed once, before any pinning narrows `available_parallelism`.
-fn cores() -> (usize, usize) {
-    static CORES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| {
-        let last = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
-        match std::env::var("PINGPONG_CORES").as_deref() {
-            Ok("split") => (last, 0),
-            _ => (last, last),
-        }
-    })
-}
-
-/// Starts a server on its own thread; `serve` binds and returns the address.
-fn server_thread(
-    serve: impl FnOnce(std::sync::mpsc::Sender<SocketAddr>) + Send + 'static,
-) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (_, server_core) = cores();
-    // Detached: the servers run until the bench process exits.
-    std::thread::spawn(move || {
-        pin_to_core(server_core);
-        serve(tx)
-    });
-    rx.recv_timeout(WAIT).expect("server did not start")
-}
+use common::{cores, pin_to_core, server_thread};
 
 /// Writes back every byte it receives.
 #[derive(Default)]

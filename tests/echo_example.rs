@@ -1,6 +1,8 @@
 //! The echo example as a process: it prints its address, echoes, and on
 //! SIGINT shuts down cleanly, prints `echo stopped` and exits 0.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -11,49 +13,9 @@ use std::time::{Duration, Instant};
 /// The upper bound of every wait: generous, never reached when things work.
 const BOUND: Duration = Duration::from_secs(20);
 
-/// Builds the example (a no-op when it is up to date) next to this test's
-/// binary and returns its path.
+/// Builds the example (a no-op when it is up to date) and returns its path.
 fn echo_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // .../target/<profile>/deps/echo_example-<hash>
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let target_dir = profile_dir.parent().unwrap();
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--example", "echo", "--quiet", "--target-dir"])
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // Drop what cargo set for this test process: build scripts that watch
-    // these (ring watches CARGO_MANIFEST_DIR) would otherwise rerun, and the
-    // next `cargo test` would rebuild everything again.
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if key.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&key)
-        {
-            build.env_remove(key);
-        }
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --example echo failed");
-    let path = profile_dir
-        .join("examples")
-        .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+    common::example_binary("echo")
 }
 
 /// Kills the child on the way out if the test failed before it exited.

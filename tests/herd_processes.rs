@@ -4,6 +4,8 @@
 //! every wait is on an event (a stdout line, a log line, an answer) with a
 //! generous deadline.
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -24,47 +26,7 @@ const UCLA: &str = "+34.068930-118.445127";
 /// this test's binary and returns its path.
 fn herd_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // .../target/<profile>/deps/herd_processes-<hash>
-        let profile_dir = exe.parent().unwrap().parent().unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--example", "herd", "--quiet", "--target-dir"])
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // Drop what cargo set for this test process, so build scripts that
-        // watch these do not rerun (see tests/echo_example.rs).
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            if key.starts_with("CARGO_PKG_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&key)
-            {
-                build.env_remove(key);
-            }
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --example herd failed");
-        let path = profile_dir
-            .join("examples")
-            .join(format!("herd{}", std::env::consts::EXE_SUFFIX));
-        assert!(path.exists(), "{} was not built", path.display());
-        path
-    })
+    BINARY.get_or_init(|| common::example_binary("herd"))
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
