@@ -33,6 +33,7 @@
 //! one group from one run, not absolute numbers across runs.
 
 mod common;
+use common::{cores as pingpong_cores, pin_to_core, server_thread};
 
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -269,8 +270,6 @@ impl LineHandler for EchoLines {
         ctx.send_line(line);
     }
 }
-
-use common::{cores as pingpong_cores, pin_to_core, server_thread};
 
 fn gyre_server() -> SocketAddr {
     server_thread(|tx| {

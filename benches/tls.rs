@@ -28,6 +28,7 @@
 //! group from one run, not absolute numbers across runs.
 
 mod common;
+use common::{cores, pin_to_core, server_thread};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -73,8 +74,6 @@ fn make_certs() -> Certs {
 fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
-
-use common::{cores, pin_to_core, server_thread};
 
 /// Writes back every byte it receives.
 #[derive(Default)]

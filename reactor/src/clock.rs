@@ -654,7 +654,8 @@ impl DelayedCall {
         let seq = q.take_seq();
         self.call.time.set(time);
         self.call.seq.set(seq);
-        q.heap.push(Reverse((inner.ticks(time), seq, self.call.slot)));
+        q.heap
+            .push(Reverse((inner.ticks(time), seq, self.call.slot)));
         q.maybe_compact();
     }
 
