@@ -169,6 +169,13 @@ impl<T: 'static> Default for Deferred<T> {
 
 impl<T: 'static> Deferred<T> {
     /// A Deferred that has not fired, with no canceller.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let d: Deferred<u8> = Deferred::new();
+    /// assert!(!d.called());
+    /// ```
     #[track_caller]
     pub fn new() -> Deferred<T> {
         Deferred::at(Location::caller())
@@ -210,28 +217,67 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// Where this Deferred (or the first link of its chain) was created.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let d: Deferred<()> = Deferred::new();
+    /// assert_eq!(d.created_at().file(), file!());
+    /// ```
     pub fn created_at(&self) -> &'static Location<'static> {
         self.slot.created_at
     }
 
     /// Whether it has fired.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let d: Deferred<u8> = Deferred::new();
+    /// d.callback(1).unwrap();
+    /// assert!(d.called());
+    /// ```
     pub fn called(&self) -> bool {
         self.slot.fired.get()
     }
 
     /// Fires with a value. A second fire is an [`AlreadyCalled`] error.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let d: Deferred<&str> = Deferred::new();
+    /// assert!(d.callback("once").is_ok());
+    /// assert!(d.callback("twice").is_err());
+    /// ```
     #[track_caller]
     pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
         self.fire(Ok(value), Location::caller())
     }
 
     /// Fires with a failure. A second fire is an [`AlreadyCalled`] error.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{Deferred, Failure};
+    ///
+    /// let d: Deferred<u8> = Deferred::new();
+    /// d.errback(Failure::msg("no luck")).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap_err().to_string(), "no luck");
+    /// ```
     #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
         self.fire(Err(failure.into()), Location::caller())
     }
 
     /// Fires with a value or a failure.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let d: Deferred<u8> = Deferred::new();
+    /// d.resolve(Ok(3)).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 3);
+    /// ```
     #[track_caller]
     pub fn resolve(&self, outcome: Outcome<T>) -> Result<(), AlreadyCalled> {
         self.fire(outcome, Location::caller())
@@ -299,6 +345,17 @@ impl<T: 'static> Deferred<T> {
 
     /// Takes the result if the Deferred has fired and nobody else consumes
     /// it (for synchronous code and tests: Twisted's `successResultOf`).
+    ///
+    /// A Deferred whose result was taken has no result left to log, so taking
+    /// a failure this way handles it.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{succeed, Deferred};
+    ///
+    /// assert_eq!(succeed(5).take_result().unwrap().unwrap(), 5);
+    /// let pending: Deferred<u8> = Deferred::new();
+    /// assert!(pending.take_result().is_none());
+    /// ```
     pub fn take_result(&self) -> Option<Outcome<T>> {
         let slot = &self.slot;
         if !matches!(
@@ -320,6 +377,14 @@ impl<T: 'static> Deferred<T> {
     /// fire is silently ignored. A Deferred waiting on another (the previous
     /// link of its chain, or a Deferred a callback returned) forwards the
     /// cancel there. After firing, `cancel` does nothing.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{Cancelled, Deferred};
+    ///
+    /// let d: Deferred<u8> = Deferred::new();
+    /// d.cancel();
+    /// assert!(d.take_result().unwrap().unwrap_err().is::<Cancelled>());
+    /// ```
     #[track_caller]
     pub fn cancel(&self) {
         let slot = &self.slot;
@@ -438,6 +503,13 @@ impl<T: 'static> Deferred<T> {
 
     /// Adds a callback and an errback at the same point of the chain (the
     /// errback does not see the callback's failure).
+    ///
+    /// ```
+    /// use gyre_reactor::defer::succeed;
+    ///
+    /// let d = succeed(2).add_callbacks(|v| Ok(v * 10), |_failure| Ok(0));
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 20);
+    /// ```
     #[track_caller]
     pub fn add_callbacks<U: 'static>(
         self,
@@ -453,6 +525,13 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// Adds a function that sees the outcome either way (Twisted's `addBoth`).
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{fail, Failure};
+    ///
+    /// let d = fail::<u8>(Failure::msg("lost")).add_both(|outcome| Ok(outcome.is_ok()));
+    /// assert!(!d.take_result().unwrap().unwrap());
+    /// ```
     #[track_caller]
     pub fn add_both<U: 'static>(
         self,
@@ -486,6 +565,13 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// Adds an errback that returns another Deferred to wait for.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{fail, succeed, Failure};
+    ///
+    /// let d = fail::<u8>(Failure::msg("first try")).add_errback_deferred(|_| succeed(7));
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 7);
+    /// ```
     #[track_caller]
     pub fn add_errback_deferred(
         self,
@@ -498,6 +584,13 @@ impl<T: 'static> Deferred<T> {
     }
 
     /// Adds a function of the outcome that returns another Deferred to wait for.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::succeed;
+    ///
+    /// let d = succeed(1).add_both_deferred(|outcome| succeed(outcome.is_ok()));
+    /// assert!(d.take_result().unwrap().unwrap());
+    /// ```
     #[track_caller]
     pub fn add_both_deferred<U: 'static>(
         self,
@@ -510,6 +603,14 @@ impl<T: 'static> Deferred<T> {
     /// cancelling `other` cancels this one. If `other` has already fired,
     /// nothing is chained and the error says so (this Deferred keeps its
     /// result).
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{succeed, Deferred};
+    ///
+    /// let outer: Deferred<u8> = Deferred::new();
+    /// succeed(9).chain_deferred(&outer).unwrap();
+    /// assert_eq!(outer.take_result().unwrap().unwrap(), 9);
+    /// ```
     #[track_caller]
     pub fn chain_deferred(self, other: &Deferred<T>) -> Result<(), AlreadyCalled> {
         if other.called() {
@@ -601,6 +702,12 @@ impl<T: 'static> fmt::Debug for Deferred<T> {
 }
 
 /// A Deferred that has already fired with `value` (Twisted's `succeed`).
+///
+/// ```
+/// use gyre_reactor::defer::succeed;
+///
+/// assert!(succeed("done").called());
+/// ```
 #[track_caller]
 pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
     let d = Deferred::at(Location::caller());
@@ -609,6 +716,13 @@ pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
 }
 
 /// A Deferred that has already failed (Twisted's `fail`).
+///
+/// ```
+/// use gyre_reactor::defer::{fail, Failure};
+///
+/// let d = fail::<()>(Failure::msg("broken"));
+/// assert!(d.take_result().unwrap().is_err());
+/// ```
 #[track_caller]
 pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
     let d = Deferred::at(Location::caller());

@@ -37,6 +37,13 @@ struct Inner {
 
 impl Failure {
     /// Wraps an error.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Failure;
+    ///
+    /// let f = Failure::new(std::fmt::Error);
+    /// assert!(f.is::<std::fmt::Error>());
+    /// ```
     pub fn new<E: Error + 'static>(error: E) -> Failure {
         Failure::from_boxed(Box::new(error))
     }
@@ -54,6 +61,12 @@ impl Failure {
     }
 
     /// A failure carrying only a message (for errors with no type of their own).
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Failure;
+    ///
+    /// assert_eq!(Failure::msg("out of cheese").to_string(), "out of cheese");
+    /// ```
     pub fn msg(message: impl Into<String>) -> Failure {
         Failure::new(Message(message.into()))
     }
@@ -82,6 +95,15 @@ impl Failure {
     }
 
     /// Takes the current error out as an `E`, or gives the failure back.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Failure;
+    /// use std::io;
+    ///
+    /// let f = Failure::new(io::Error::from(io::ErrorKind::TimedOut));
+    /// let e: io::Error = f.downcast().unwrap();
+    /// assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    /// ```
     pub fn downcast<E: Error + 'static>(self) -> Result<E, Failure> {
         if self.is::<E>() {
             let Failure { inner } = self;
@@ -102,6 +124,16 @@ impl Failure {
     }
 
     /// Where the Deferred that failed was created, when known.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{Deferred, Failure};
+    ///
+    /// let d: Deferred<()> = Deferred::new();
+    /// d.errback(Failure::msg("x")).unwrap();
+    /// let f = d.take_result().unwrap().unwrap_err();
+    /// assert_eq!(f.created_at().unwrap().file(), file!());
+    /// assert!(f.fired_at().is_some());
+    /// ```
     pub fn created_at(&self) -> Option<&'static Location<'static>> {
         self.inner.created_at
     }
@@ -128,6 +160,13 @@ impl Failure {
 
     /// A one-line description with the error, its causes and both locations,
     /// as written to the log for an unhandled failure.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{fail, Failure};
+    ///
+    /// let f = fail::<()>(Failure::msg("boom")).take_result().unwrap().unwrap_err();
+    /// assert!(f.describe().starts_with("boom; Deferred created at"));
+    /// ```
     pub fn describe(&self) -> String {
         let mut text = self.inner.error.to_string();
         let mut source = self.inner.error.source();
