@@ -78,6 +78,8 @@ impl Neighbour {
 enum After {
     Close(Rc<Conn>),
     SendStore(Rc<Conn>),
+    /// Bound the link's write buffer.
+    Watch(Rc<Conn>),
     Log(String),
 }
 
@@ -291,6 +293,7 @@ impl Links {
                 )));
             }
             if still_registered {
+                after.push(After::Watch(Rc::clone(conn)));
                 after.push(After::SendStore(Rc::clone(conn)));
             }
         }
@@ -299,6 +302,7 @@ impl Links {
                 After::Close(c) => c.close(),
                 After::Log(line) => server.log.entry(format_args!("{line}")),
                 After::SendStore(c) => self.send_store(server, &c),
+                After::Watch(c) => c.watch_link_buffer(),
             }
         }
     }
@@ -324,8 +328,9 @@ impl Links {
         }
     }
 
-    /// Sends every stored location to a neighbour whose link just came up.
-    fn send_store(&self, server: &Server, conn: &Rc<Conn>) {
+    /// Sends every stored location to a neighbour whose link just came up
+    /// (or whose congested link drained).
+    pub(crate) fn send_store(&self, server: &Server, conn: &Rc<Conn>) {
         let lines: Vec<Vec<u8>> = server
             .store
             .borrow()
@@ -354,8 +359,20 @@ impl Links {
             .filter_map(|(_, n)| n.dialled.clone().or_else(|| n.accepted.clone()))
             .collect();
         for conn in targets {
-            conn.write_logged(at_line);
+            if !conn.skip_flood() {
+                conn.write_logged(at_line);
+            }
         }
+    }
+
+    /// The write-buffer length of the link with `name`, if it is up.
+    pub(crate) fn buffered_len(&self, name: &str) -> Option<usize> {
+        let conn = {
+            let table = self.neighbours.borrow();
+            let n = table.get(name)?;
+            n.dialled.clone().or_else(|| n.accepted.clone())?
+        };
+        Some(conn.buffered_len())
     }
 
     /// Stops dialling and forgets every link (the server closes the

@@ -321,6 +321,12 @@ impl HerdServer {
         self.inner.links.up()
     }
 
+    /// Bytes written to the link with `neighbour` and not yet taken by the
+    /// kernel (`None` when the link is down). For diagnostics and tests.
+    pub fn link_buffered_len(&self, neighbour: &str) -> Option<usize> {
+        self.inner.links.buffered_len(neighbour)
+    }
+
     /// Whether [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
         self.inner.stopped.get()
@@ -415,6 +421,8 @@ impl Server {
             input_done: Cell::new(false),
             write_paused: Cell::new(false),
             read_paused: Cell::new(false),
+            link_congested: Cell::new(false),
+            link_resync: Cell::new(false),
             max_pending: self.options.max_pending_answers.max(1),
         });
         LineReceiver::new(ConnHandler { conn })
@@ -691,6 +699,11 @@ pub(crate) struct Conn {
     write_paused: Cell<bool>,
     /// We paused the line receiver.
     read_paused: Cell<bool>,
+    /// A link whose write buffer is above its high-water mark: floods skip
+    /// it (see [`LinkFlow`]).
+    link_congested: Cell<bool>,
+    /// A flood skipped this link: send it the whole store when it drains.
+    link_resync: Cell<bool>,
     max_pending: usize,
 }
 
@@ -831,6 +844,71 @@ impl Conn {
 
     fn is_link(&self) -> bool {
         matches!(*self.role.borrow(), Role::Link { .. })
+    }
+
+    /// Bytes written and not yet taken by the kernel.
+    pub(crate) fn buffered_len(&self) -> usize {
+        let transport = self.transport.borrow().clone();
+        transport.map_or(0, |t| t.buffered_len())
+    }
+
+    /// Whether floods skip this link for now (its peer is not reading).
+    pub(crate) fn skip_flood(&self) -> bool {
+        if self.link_congested.get() {
+            if !self.link_resync.replace(true) {
+                if let Some(server) = self.server.upgrade() {
+                    server.log.entry(format_args!(
+                        "{} is not reading ({} bytes unsent): new locations wait until it drains, then it gets the whole store",
+                        self.describe_peer(),
+                        self.buffered_len()
+                    ));
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Makes this link connection's write buffer bounded: once it is above
+    /// the transport's high-water mark, floods skip it, and when it drains
+    /// it is sent the whole store, which holds the latest of everything it
+    /// missed (a neighbour takes only locations newer than its own, so
+    /// nothing is lost and nothing is applied twice).
+    pub(crate) fn watch_link_buffer(self: &Rc<Self>) {
+        let transport = self.transport.borrow().clone();
+        if let Some(t) = transport {
+            // Replaces a client's WriteFlow: a link never pauses its reading.
+            self.write_paused.set(false);
+            t.register_producer(Rc::new(LinkFlow {
+                conn: Rc::downgrade(self),
+            }));
+            self.update_flow();
+        }
+    }
+}
+
+/// Tracks a link's write buffer (see [`Conn::watch_link_buffer`]).
+struct LinkFlow {
+    conn: Weak<Conn>,
+}
+
+impl Producer for LinkFlow {
+    fn pause_producing(&self) {
+        if let Some(conn) = self.conn.upgrade() {
+            conn.link_congested.set(true);
+        }
+    }
+
+    fn resume_producing(&self) {
+        let Some(conn) = self.conn.upgrade() else {
+            return;
+        };
+        conn.link_congested.set(false);
+        if conn.link_resync.replace(false) {
+            if let Some(server) = conn.server.upgrade() {
+                server.links.send_store(&server, &conn);
+            }
+        }
     }
 }
 

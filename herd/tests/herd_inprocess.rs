@@ -759,3 +759,113 @@ fn a_file_log_has_every_line() {
     assert!(text.lines().all(|l| l.starts_with("20")), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A neighbour that stops reading does not make its link's write buffer
+/// grow without bound: floods skip the link while it is congested, and when
+/// it drains it gets the whole store, so it still ends with the latest
+/// location of every client.
+#[test]
+fn a_neighbour_that_does_not_read_gets_the_latest_locations_with_bounded_buffers() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const CLIENTS: usize = 10;
+    const UPDATES: usize = 20_000; // per client: about 16 MB of AT lines in all
+    const FIRST_TIME: u64 = 1_600_000_000;
+
+    // Ball is played by the test: a plain socket that accepts Alford's dial
+    // and then does not read.
+    let ball = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = HerdConfig::from_json(&format!(
+        r#"{{"servers": [{{"name": "Alford", "host": "127.0.0.1", "port": 0}},
+                         {{"name": "Ball", "host": "127.0.0.1", "port": {}}}],
+            "links": [["Alford", "Ball"]]}}"#,
+        ball.local_addr().unwrap().port()
+    ))
+    .unwrap();
+    let reactor = Reactor::builder()
+        .install_signal_handlers(false)
+        .build()
+        .unwrap();
+    let alford = HerdServer::bind(
+        &reactor,
+        "Alford",
+        &config,
+        FakePlaces::new(),
+        ServerLog::discard(),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    alford.connect_neighbours(&config).unwrap();
+    assert!(reactor
+        .run_until(|| alford.links_up() == ["Ball"], WAIT)
+        .unwrap());
+    let (ball_side, _) = ball.accept().unwrap();
+
+    let client = Client::connect(&reactor, alford.local_addr());
+    let mut commands = Vec::new();
+    for update in 0..UPDATES {
+        for c in 0..CLIENTS {
+            commands.extend_from_slice(
+                format!(
+                    "IAMAT client-{c} +34.068930-118.445127 {}.000000001\n",
+                    FIRST_TIME + update as u64
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    client.send(&commands);
+    let answers = Rc::clone(&client.received.data);
+    let most_buffered = Cell::new(0);
+    let all_answered = reactor
+        .run_until(
+            || {
+                let now = alford.link_buffered_len("Ball").unwrap_or(0);
+                most_buffered.set(most_buffered.get().max(now));
+                answers.borrow().iter().filter(|&&b| b == b'\n').count() == CLIENTS * UPDATES
+            },
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert!(all_answered, "Alford answered every IAMAT");
+    assert!(
+        most_buffered.get() <= 1024 * 1024,
+        "the link's write buffer stayed bounded (at most {} bytes seen)",
+        most_buffered.get()
+    );
+
+    // Ball reads at last: it must end up with every client's last location.
+    let done = Arc::new(AtomicBool::new(false));
+    let reader_done = Arc::clone(&done);
+    let reader = std::thread::spawn(move || {
+        ball_side
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let last = format!("{}.000000001", FIRST_TIME + UPDATES as u64 - 1);
+        let mut latest = std::collections::HashSet::new();
+        for line in BufReader::new(ball_side).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.starts_with("AT ") && line.ends_with(&last) {
+                latest.insert(line.split_whitespace().nth(3).unwrap_or("").to_string());
+                if latest.len() == CLIENTS {
+                    break;
+                }
+            }
+        }
+        reader_done.store(true, Ordering::SeqCst);
+        latest
+    });
+    reactor
+        .run_until(|| done.load(Ordering::SeqCst), Duration::from_secs(60))
+        .unwrap();
+    let latest = reader.join().unwrap();
+    assert_eq!(
+        latest.len(),
+        CLIENTS,
+        "Ball got the last location of every client: {latest:?}"
+    );
+    alford.stop();
+}
