@@ -58,6 +58,17 @@ impl fmt::Display for UsageError {
 
 impl Error for UsageError {}
 
+impl UsageError {
+    /// Whether the command line asked for `--help` (not a mistake: print
+    /// the usage and exit 0).
+    pub fn is_help(&self) -> bool {
+        self.0 == HELP_REQUESTED
+    }
+}
+
+/// The [`UsageError`] text of `--help`.
+const HELP_REQUESTED: &str = "help requested";
+
 impl Options {
     /// Parses the arguments (without the program name). Each option takes
     /// one value, as `--opt VALUE` or `--opt=VALUE`; `--help` is an error
@@ -83,7 +94,7 @@ impl Options {
                 _ => (arg.clone(), None),
             };
             if name == "--help" || name == "-h" {
-                return Err(UsageError("help requested".into()));
+                return Err(UsageError(HELP_REQUESTED.into()));
             }
             let slot: &mut Option<String> = match name.as_str() {
                 "--server" => &mut options.server,
