@@ -88,6 +88,9 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 64 * 1024;
 pub const LINK_LINE_SLACK: usize = 1024;
 /// The default most answers one client connection may have waiting.
 pub const DEFAULT_MAX_PENDING_ANSWERS: usize = 64;
+/// The default [`ServerOptions::max_clients`]: a million locations, a few
+/// hundred MB at most.
+pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
 /// The default time-out of one attempt to dial a neighbour.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -143,6 +146,10 @@ pub struct ServerOptions {
     /// Where the server's receive times come from (default
     /// [`SystemTime::now`]).
     pub wall_clock: Rc<dyn Fn() -> SystemTime>,
+    /// The most clients whose location the server keeps (default
+    /// 1,000,000); past it, the client with the oldest location is
+    /// forgotten (see [`Store::with_limit`](crate::store::Store::with_limit)).
+    pub max_clients: usize,
 }
 
 impl Default for ServerOptions {
@@ -158,6 +165,7 @@ impl Default for ServerOptions {
             max_line_length: DEFAULT_MAX_LINE_LENGTH,
             max_pending_answers: DEFAULT_MAX_PENDING_ANSWERS,
             wall_clock: Rc::new(SystemTime::now),
+            max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -169,6 +177,7 @@ impl fmt::Debug for ServerOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_line_length", &self.max_line_length)
             .field("max_pending_answers", &self.max_pending_answers)
+            .field("max_clients", &self.max_clients)
             .finish_non_exhaustive()
     }
 }
@@ -247,13 +256,14 @@ impl HerdServer {
                 server.accept(peer)
             }),
         )?;
+        let store = Store::with_limit(options.max_clients);
         let inner = Rc::new_cyclic(|me| Server {
             name: name.to_string(),
             reactor: reactor.clone(),
             local_addr: port.local_addr(),
             log,
             options,
-            store: RefCell::new(Store::new()),
+            store: RefCell::new(store),
             places: Box::new(places),
             links: Links::new(name, &neighbours),
             port: RefCell::new(Some(port)),

@@ -22,7 +22,7 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::command::{AtLine, Coordinates};
 
@@ -79,9 +79,19 @@ impl Location {
 }
 
 /// Client ID (bytes) → latest [`Location`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Store {
     by_client: HashMap<Vec<u8>, Location>,
+    /// Every client by the time of its stored location, oldest first (for
+    /// eviction when the store is full).
+    by_age: BTreeSet<(i128, Vec<u8>)>,
+    limit: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::with_limit(usize::MAX)
+    }
 }
 
 impl Store {
@@ -90,16 +100,55 @@ impl Store {
         Store::default()
     }
 
+    /// An empty store that keeps at most `limit` clients (at least one).
+    /// When it is full, a new client's location evicts the client whose
+    /// stored location is the oldest (by client time), or, if the new one is
+    /// older still, is refused like any location that is not newer.
+    ///
+    /// ```
+    /// use gyre_herd::command::Coordinates;
+    /// use gyre_herd::store::{Location, Store};
+    ///
+    /// let here = Coordinates { lat: 1.0, lon: 2.0 };
+    /// let at = |id: &str, t: i128| Location::new(format!("AT A +0.1 {id} +1+2 {t}").into_bytes(), t, here);
+    /// let mut store = Store::with_limit(2);
+    /// assert!(store.offer(b"a", at("a", 1)));
+    /// assert!(store.offer(b"b", at("b", 2)));
+    /// assert!(store.offer(b"c", at("c", 3))); // evicts a, the oldest
+    /// assert!(store.get(b"a").is_none());
+    /// assert!(!store.offer(b"d", at("d", 0))); // older than everything kept
+    /// assert_eq!(store.len(), 2);
+    /// ```
+    pub fn with_limit(limit: usize) -> Store {
+        Store {
+            by_client: HashMap::new(),
+            by_age: BTreeSet::new(),
+            limit: limit.max(1),
+        }
+    }
+
     /// Stores `location` for `client` if it is newer than what is stored
     /// (see the [module docs](self)); returns whether it was stored.
     pub fn offer(&mut self, client: &[u8], location: Location) -> bool {
         match self.by_client.get_mut(client) {
             Some(old) if location.is_newer_than(old) => {
+                self.by_age.remove(&(old.time_ns, client.to_vec()));
+                self.by_age.insert((location.time_ns, client.to_vec()));
                 *old = location;
                 true
             }
             Some(_) => false,
             None => {
+                if self.by_client.len() >= self.limit {
+                    match self.by_age.first() {
+                        Some((oldest, _)) if location.time_ns < *oldest => return false,
+                        _ => {}
+                    }
+                    if let Some((_, evicted)) = self.by_age.pop_first() {
+                        self.by_client.remove(&evicted);
+                    }
+                }
+                self.by_age.insert((location.time_ns, client.to_vec()));
                 self.by_client.insert(client.to_vec(), location);
                 true
             }
@@ -147,6 +196,28 @@ mod tests {
         assert!(!s.offer(b"k", loc("AT C +1.0 k +1+2 9", 9)));
         assert_eq!(s.get(b"k").unwrap().at_line(), b"AT B +1.0 k +1+2 11");
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_oldest_location() {
+        let mut s = Store::with_limit(3);
+        assert!(s.offer(b"a", loc("AT A +1.0 a +1+2 10", 10)));
+        assert!(s.offer(b"b", loc("AT A +1.0 b +1+2 20", 20)));
+        assert!(s.offer(b"c", loc("AT A +1.0 c +1+2 30", 30)));
+        // An update of a kept client moves it, and never evicts.
+        assert!(s.offer(b"a", loc("AT A +1.0 a +1+2 40", 40)));
+        assert_eq!(s.len(), 3);
+        // A new client evicts the oldest location: now b's.
+        assert!(s.offer(b"d", loc("AT A +1.0 d +1+2 25", 25)));
+        assert!(s.get(b"b").is_none());
+        assert_eq!(s.len(), 3);
+        // A new client older than everything kept is refused (not stored,
+        // so not forwarded).
+        assert!(!s.offer(b"e", loc("AT A +1.0 e +1+2 5", 5)));
+        assert!(s.get(b"e").is_none());
+        let mut kept: Vec<&[u8]> = s.iter().map(|(k, _)| k).collect();
+        kept.sort();
+        assert_eq!(kept, [&b"a"[..], b"c", b"d"]);
     }
 
     #[test]
