@@ -242,16 +242,6 @@ fn add_saturating(t: Instant, d: Duration) -> Instant {
     t
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "<non-string panic payload>"
-    }
-}
-
 /// Resets the re-entrancy flag even if something unwinds.
 struct RunGuard<'a>(&'a Cell<bool>);
 
@@ -444,7 +434,7 @@ impl Clock {
                 log::error!(
                     "timer callback scheduled at {} panicked: {}",
                     call.location,
-                    panic_message(&*payload)
+                    crate::defer::panic_message(&*payload)
                 );
                 // A payload whose destructor panics must not escape either.
                 let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));

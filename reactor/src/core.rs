@@ -797,7 +797,7 @@ impl Reactor {
 }
 
 /// Runs loop-level user code, logging a panic instead of unwinding the loop.
-fn guard_loop(what: &str, f: impl FnOnce()) {
+pub(crate) fn guard_loop(what: &str, f: impl FnOnce()) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         log::error!("{what} panicked: {}", defer::panic_message(&*payload));
     }

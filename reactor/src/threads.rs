@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::core::Reactor;
+use crate::core::{guard_loop, Reactor};
 use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
 
 type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
@@ -71,12 +71,7 @@ impl ThreadShared {
             Err(_) => return,
         };
         for call in calls {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| call(reactor))) {
-                log::error!(
-                    "call_from_thread callback panicked: {}",
-                    crate::defer::panic_message(&*payload)
-                );
-            }
+            guard_loop("call_from_thread callback", || call(reactor));
         }
     }
 }
