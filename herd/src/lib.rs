@@ -33,6 +33,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 /// The crate README's example, compiled as a doc test so it stays true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

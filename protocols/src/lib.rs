@@ -36,6 +36,8 @@
 //! assert_eq!(st.value(), b"HI\nTHERE\n");
 //! ```
 
+#![forbid(unsafe_code)]
+
 /// The crate README's example, compiled as a doc test so it stays true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

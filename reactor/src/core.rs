@@ -15,6 +15,7 @@ use crate::clock::{Clock, DelayedCall};
 use crate::connector::Attempt;
 use crate::defer::{self, Deferred};
 use crate::listener::Listener;
+use crate::perturb::{Perturbation, Perturber};
 use crate::signals::SignalHandlers;
 use crate::tcp::Conn;
 use crate::threads::{ThreadPool, ThreadShared};
@@ -99,6 +100,7 @@ pub struct ReactorBuilder {
     thread_pool_size: usize,
     install_signal_handlers: bool,
     shutdown_timeout: Duration,
+    perturbation: Option<Perturbation>,
 }
 
 #[derive(Clone)]
@@ -118,6 +120,7 @@ impl Default for ReactorBuilder {
             thread_pool_size: 10,
             install_signal_handlers: true,
             shutdown_timeout: Duration::from_secs(30),
+            perturbation: None,
         }
     }
 }
@@ -152,6 +155,14 @@ impl ReactorBuilder {
     /// connections to flush (default 30 s each); then it moves on.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Runs the loop under a seeded, hostile schedule (short reads, a sleep
+    /// before each poll, shuffled events, partial writes): for tests; see
+    /// [`Perturbation`](crate::testing::Perturbation). Default: none.
+    pub fn perturb(mut self, perturbation: Perturbation) -> Self {
+        self.perturbation = Some(perturbation);
         self
     }
 
@@ -219,6 +230,8 @@ pub(crate) struct Inner {
     when_running: RefCell<Vec<WhenRunning>>,
     stats: Cell<ReactorStats>,
     pub(crate) signals: RefCell<Option<SignalHandlers>>,
+    /// The test schedule perturbation, if any.
+    pub(crate) perturber: Option<Perturber>,
     /// Wakes this loop when another thread wakes one of its futures.
     remote_notifier: Arc<dyn Fn() + Send + Sync>,
     self_weak: Weak<Inner>,
@@ -324,6 +337,7 @@ impl Reactor {
             when_running: RefCell::new(Vec::new()),
             stats: Cell::new(ReactorStats::default()),
             signals: RefCell::new(None),
+            perturber: builder.perturbation.map(Perturber::new),
             self_weak: weak.clone(),
         });
         // Futures spawned on this thread and woken elsewhere come back
@@ -655,6 +669,9 @@ impl Reactor {
             .borrow_mut()
             .take()
             .unwrap_or_else(|| mio::Events::with_capacity(EVENTS_CAPACITY));
+        if let Some(perturber) = &inner.perturber {
+            perturber.before_poll();
+        }
         let polled = inner.poll.borrow_mut().poll(&mut events, timeout);
         match polled {
             Ok(()) => {}
@@ -666,8 +683,19 @@ impl Reactor {
             }
         }
         let mut buf = std::mem::take(&mut *inner.read_buf.borrow_mut());
-        for event in events.iter() {
-            self.dispatch(event, &mut buf);
+        match &inner.perturber {
+            None => {
+                for event in events.iter() {
+                    self.dispatch(Readiness::from(event), &mut buf);
+                }
+            }
+            Some(perturber) => {
+                let mut ready: Vec<Readiness> = events.iter().map(Readiness::from).collect();
+                perturber.order(&mut ready);
+                for event in ready {
+                    self.dispatch(event, &mut buf);
+                }
+            }
         }
         *inner.events.borrow_mut() = Some(events);
         self.reap();
@@ -764,8 +792,8 @@ impl Reactor {
         }
     }
 
-    fn dispatch(&self, event: &mio::event::Event, buf: &mut [u8]) {
-        let token = event.token().0;
+    fn dispatch(&self, event: Readiness, buf: &mut [u8]) {
+        let token = event.token;
         if token == WAKER_TOKEN {
             self.inner.threads.run_calls(self);
             defer::runner::run_remote_wakes();
@@ -783,15 +811,41 @@ impl Reactor {
         };
         match kind {
             SlotKind::Conn(conn) => {
-                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                if event.writable || event.write_closed || event.error {
                     conn.handle_writable();
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    conn.handle_readable(buf, event.is_read_closed() || event.is_error());
+                if event.readable || event.read_closed || event.error {
+                    conn.handle_readable(buf, event.read_closed || event.error);
                 }
             }
             SlotKind::Listener(listener) => listener.handle_readable(self),
             SlotKind::Connecting(attempt) => attempt.handle_ready(self),
+        }
+    }
+}
+
+/// One readiness event, copied out of mio's so a perturbed schedule can
+/// reorder them. Any of these may be set together: a readiness is a hint,
+/// and one event may carry a connect completion, data, EOF and an error.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Readiness {
+    pub(crate) token: usize,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    pub(crate) read_closed: bool,
+    pub(crate) write_closed: bool,
+    pub(crate) error: bool,
+}
+
+impl From<&mio::event::Event> for Readiness {
+    fn from(event: &mio::event::Event) -> Readiness {
+        Readiness {
+            token: event.token().0,
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
         }
     }
 }
@@ -804,6 +858,24 @@ pub(crate) fn guard_loop(what: &str, f: impl FnOnce()) {
 }
 
 impl Inner {
+    /// How many bytes the next socket read asks for, out of `len` (less
+    /// only under a perturbed schedule).
+    pub(crate) fn read_len(&self, len: usize) -> usize {
+        match &self.perturber {
+            Some(p) => p.read_len(len),
+            None => len,
+        }
+    }
+
+    /// How many bytes the next socket write offers, out of `len` (less
+    /// only under a perturbed schedule).
+    pub(crate) fn write_len(&self, len: usize) -> usize {
+        match &self.perturber {
+            Some(p) => p.write_len(len),
+            None => len,
+        }
+    }
+
     pub(crate) fn count_accept(&self) {
         let mut stats = self.stats.get();
         stats.accepted += 1;

@@ -8,6 +8,8 @@
 //! - [`clock`]: timers on a real or a manual clock.
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
 
+#![forbid(unsafe_code)]
+
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit mio token");
 
@@ -22,6 +24,7 @@ mod core;
 pub mod defer;
 mod factory;
 mod listener;
+mod perturb;
 mod protocol;
 mod reconnect;
 mod signals;

@@ -208,8 +208,12 @@ impl Conn {
             if self.closed.get() || self.reading_paused.get() || self.read_eof.get() {
                 return;
             }
+            let want = match self.reactor.upgrade() {
+                Some(reactor) => reactor.read_len(buf.len()),
+                None => buf.len(),
+            };
             let result = match self.stream.borrow().as_ref() {
-                Some(mut stream) => stream.read(buf),
+                Some(mut stream) => stream.read(&mut buf[..want]),
                 None => return,
             };
             match result {
@@ -221,7 +225,7 @@ impl Conn {
                 Ok(n) => {
                     let data = &buf[..n];
                     self.call_protocol("data_received", |p| p.data_received(data));
-                    if n < buf.len() && !until_would_block {
+                    if n < want && !until_would_block {
                         return;
                     }
                 }
@@ -271,8 +275,13 @@ impl Conn {
                     if wbuf.len() == 0 {
                         break;
                     }
+                    let pending = wbuf.pending();
+                    let offer = match self.reactor.upgrade() {
+                        Some(reactor) => reactor.write_len(pending.len()),
+                        None => pending.len(),
+                    };
                     match self.stream.borrow().as_ref() {
-                        Some(mut stream) => stream.write(wbuf.pending()),
+                        Some(mut stream) => stream.write(&pending[..offer]),
                         None => return,
                     }
                 };

@@ -4,6 +4,8 @@
 //!   records what is written and how it was closed, for driving one protocol
 //!   by hand (`protocol.data_received(...)`, then inspect
 //!   [`value`](StringTransport::value)).
+//! - [`Perturbation`]: seeded hostile schedules for a whole reactor
+//!   ([`ReactorBuilder::perturb`](crate::ReactorBuilder::perturb)).
 //! - [`connect_in_memory`] (Twisted's `iosim`): two protocols connected by an
 //!   [`IoPump`] that moves bytes between them only when the test says so
 //!   ([`pump`](IoPump::pump), [`flush`](IoPump::flush)), so a protocol's
@@ -18,6 +20,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
+pub use crate::perturb::Perturbation;
 use crate::protocol::{ConnectionLost, Producer, Protocol};
 use crate::transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 
