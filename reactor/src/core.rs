@@ -151,8 +151,11 @@ impl ReactorBuilder {
         self
     }
 
-    /// How long shutdown waits for before-shutdown Deferreds and for
-    /// connections to flush (default 30 s each); then it moves on.
+    /// How long shutdown may take as a whole (default 30 s): waiting for
+    /// before-shutdown Deferreds, for connections to flush and close, and
+    /// for thread-pool jobs to finish all share this one deadline. Past it,
+    /// connections are aborted and pool threads still running a job are
+    /// detached (their results dropped), each logged.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -527,8 +530,11 @@ impl Reactor {
         Ok(())
     }
 
+    /// Shuts down in order, all of it within one `shutdown_timeout`: each
+    /// stage waits at most until the common deadline, then moves on.
     fn shutdown(&self) {
         self.inner.state.set(RunState::Stopping);
+        let deadline = Instant::now() + self.inner.shutdown_timeout;
         let timeout = self.inner.shutdown_timeout;
         let waits = self.fire_triggers(Phase::Before, SystemEvent::Shutdown);
         if !waits.is_empty() {
@@ -543,7 +549,7 @@ impl Reactor {
                     Ok(())
                 }));
             }
-            if !self.run_until_inner(|| remaining.get() == 0, timeout) {
+            if !self.run_until_inner(|| remaining.get() == 0, remaining_until(deadline)) {
                 log::warn!(
                     "shutdown: {} before-shutdown trigger(s) did not finish within {timeout:?}",
                     remaining.get()
@@ -567,7 +573,7 @@ impl Reactor {
             crate::TransportBackend::lose_connection(&**conn);
         }
         let open = || conns.iter().filter(|c| !c.is_closed()).count();
-        if !self.run_until_inner(|| open() == 0, timeout) {
+        if !self.run_until_inner(|| open() == 0, remaining_until(deadline)) {
             log::warn!(
                 "shutdown: aborting {} connection(s) that did not close in time",
                 open()
@@ -578,8 +584,9 @@ impl Reactor {
             self.reap();
         }
         self.fire_triggers(Phase::After, SystemEvent::Shutdown);
-        if let Some(pool) = self.inner.pool.borrow_mut().take() {
-            pool.join();
+        let pool = self.inner.pool.borrow_mut().take();
+        if let Some(pool) = pool {
+            pool.join_within(deadline);
         }
         self.inner.signals.borrow_mut().take();
         self.inner.state.set(RunState::Stopped);
@@ -824,6 +831,11 @@ impl Reactor {
     }
 }
 
+/// What is left of the time until `deadline` (zero once it has passed).
+fn remaining_until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
 /// One readiness event, copied out of mio's so a perturbed schedule can
 /// reorder them. Any of these may be set together: a readiness is a hint,
 /// and one event may carry a connect completion, data, EOF and an error.
@@ -967,7 +979,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.threads.close();
         if let Some(pool) = self.pool.get_mut().take() {
-            pool.join();
+            pool.join_within(Instant::now() + self.shutdown_timeout);
         }
         defer::runner::clear_remote_notifier(&self.remote_notifier);
     }

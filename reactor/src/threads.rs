@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::core::{guard_loop, Reactor};
 use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
@@ -128,22 +129,42 @@ impl ThreadHandle {
 }
 
 /// A bounded pool of worker threads, started lazily.
+///
+/// Joining is bounded: [`join_within`](Self::join_within) waits for the
+/// workers to finish their queued jobs until a deadline, then detaches the
+/// ones still running (a job that never returns cannot block shutdown) and
+/// logs how many it left behind.
 pub(crate) struct ThreadPool {
     sender: Option<mpsc::Sender<PoolJob>>,
     receiver: Arc<Mutex<mpsc::Receiver<PoolJob>>>,
     workers: Vec<JoinHandle<()>>,
     idle: Arc<AtomicUsize>,
+    /// Each worker sends one message here when it exits (even by panic).
+    exited_tx: mpsc::Sender<()>,
+    exited_rx: mpsc::Receiver<()>,
     max: usize,
+}
+
+/// Tells the pool a worker thread has exited, however it exits.
+struct ExitNotice(mpsc::Sender<()>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl ThreadPool {
     fn new(max: usize) -> ThreadPool {
         let (sender, receiver) = mpsc::channel();
+        let (exited_tx, exited_rx) = mpsc::channel();
         ThreadPool {
             sender: Some(sender),
             receiver: Arc::new(Mutex::new(receiver)),
             workers: Vec::new(),
             idle: Arc::new(AtomicUsize::new(0)),
+            exited_tx,
+            exited_rx,
             max,
         }
     }
@@ -152,9 +173,13 @@ impl ThreadPool {
         if self.idle.load(Ordering::SeqCst) == 0 && self.workers.len() < self.max {
             let receiver = Arc::clone(&self.receiver);
             let idle = Arc::clone(&self.idle);
+            let notice = ExitNotice(self.exited_tx.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("gyre-pool-{}", self.workers.len()))
-                .spawn(move || worker_loop(receiver, idle))?;
+                .spawn(move || {
+                    let _notice = notice;
+                    worker_loop(receiver, idle)
+                })?;
             self.workers.push(worker);
         }
         match &self.sender {
@@ -165,12 +190,36 @@ impl ThreadPool {
         }
     }
 
-    /// Lets the workers finish the queued jobs, then joins them.
-    pub(crate) fn join(mut self) {
+    /// Lets the workers finish the queued jobs, waiting until `deadline`;
+    /// joins the workers that exited and detaches (and logs) the ones still
+    /// busy. Returns how many were detached.
+    pub(crate) fn join_within(mut self, deadline: Instant) -> usize {
         self.sender.take();
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        let mut exited = 0;
+        while exited < self.workers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.exited_rx.recv_timeout(left) {
+                Ok(()) => exited += 1,
+                Err(_) => break,
+            }
         }
+        let mut detached = 0;
+        for worker in self.workers.drain(..) {
+            if worker.is_finished() {
+                let _ = worker.join();
+            } else {
+                // Dropping the handle detaches the thread: it finishes its
+                // job (or never does) on its own; its result is dropped.
+                detached += 1;
+            }
+        }
+        if detached > 0 {
+            log::warn!(
+                "shutdown: {detached} thread-pool job(s) still running at the shutdown deadline; \
+                 their threads are detached and their results will be dropped"
+            );
+        }
+        detached
     }
 }
 
@@ -199,7 +248,8 @@ impl Reactor {
     }
 
     /// Runs blocking `f` on the reactor's thread pool (bounded, started on
-    /// first use, joined at shutdown) and fires the Deferred with its result
+    /// first use, joined at shutdown within the shutdown time-out; a job
+    /// still running then is detached and its result dropped) and fires the Deferred with its result
     /// on the loop. A panic in `f` arrives as a [`Panicked`] failure.
     /// Cancelling the Deferred cannot stop the thread; its result is then
     /// dropped.
