@@ -16,6 +16,22 @@
 //! A write error is reported once through the `log` crate and the server
 //! carries on (a full disk must not stop the herd).
 //!
+//! # Bounded on disk
+//!
+//! Nothing a peer sends can fill the disk:
+//!
+//! - [`escape`] shows at most [`LOG_FIELD_MAX`] bytes of a peer's bytes,
+//!   then `...(N bytes)` with the full length, so a 10 MB line costs a few
+//!   hundred bytes of log.
+//! - A file log rotates by size, as Twisted's `LogFile` does: when the next
+//!   entry would take `NAME.log` past [`LogLimits::max_bytes`] (default
+//!   [`DEFAULT_LOG_MAX_BYTES`], `--log-max-bytes`), it is renamed
+//!   `NAME.log.1` (`.1` becomes `.2`, and so on), and the oldest beyond
+//!   [`LogLimits::keep`] rotated files (default [`DEFAULT_LOG_KEEP`],
+//!   `--log-keep`) is deleted. A server's logs therefore take at most
+//!   `max_bytes * (keep + 1)` bytes. Rotation happens between entries, so
+//!   no entry is split or lost; each rotation is logged at info level.
+//!
 //! ```
 //! use gyre_herd::log::ServerLog;
 //!
@@ -32,8 +48,46 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A server's log: a file `NAME.log`, lines kept in memory (for tests), or
-/// nothing. A cheap `Clone` handle; clones write to the same place.
+/// At most this many bytes of a peer's bytes are shown by [`escape`];
+/// the rest is summarised by its length.
+pub const LOG_FIELD_MAX: usize = 256;
+
+/// Default size at which a log file rotates (`--log-max-bytes`): 64 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default number of rotated files kept (`--log-keep`).
+pub const DEFAULT_LOG_KEEP: usize = 4;
+
+/// How large a file log may grow, and how many rotated files are kept.
+///
+/// ```
+/// use gyre_herd::log::{LogLimits, DEFAULT_LOG_KEEP, DEFAULT_LOG_MAX_BYTES};
+///
+/// let limits = LogLimits::default();
+/// assert_eq!(limits.max_bytes, DEFAULT_LOG_MAX_BYTES);
+/// assert_eq!(limits.keep, DEFAULT_LOG_KEEP);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Rotate before an entry would take the file past this many bytes
+    /// (at least one entry is always written to a fresh file).
+    pub max_bytes: u64,
+    /// Rotated files kept (`NAME.log.1` ..= `NAME.log.KEEP`); 0 keeps none.
+    pub keep: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+            keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
+/// A server's log: a file `NAME.log` (rotated by size), lines kept in
+/// memory (for tests), or nothing. A cheap `Clone` handle; clones write to
+/// the same place.
 #[derive(Clone)]
 pub struct ServerLog {
     inner: Rc<Inner>,
@@ -46,19 +100,22 @@ struct Inner {
 }
 
 enum Sink {
-    File { file: RefCell<File>, path: PathBuf },
+    File(RefCell<FileLog>),
     Memory(RefCell<Vec<String>>),
     Discard,
 }
 
-impl ServerLog {
-    /// Opens (creating them if needed) `dir` and `dir/NAME.log`, appending.
-    pub fn open(dir: impl AsRef<Path>, server: &str) -> io::Result<ServerLog> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-        })?;
-        let path = dir.join(format!("{server}.log"));
+/// An open log file, its size, and where its rotations go.
+struct FileLog {
+    file: File,
+    path: PathBuf,
+    /// Bytes in `file` now.
+    size: u64,
+    limits: LogLimits,
+}
+
+impl FileLog {
+    fn open(path: PathBuf, limits: LogLimits) -> io::Result<FileLog> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,10 +123,99 @@ impl ServerLog {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
             })?;
-        Ok(ServerLog::with_sink(Sink::File {
-            file: RefCell::new(file),
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(FileLog {
+            file,
             path,
-        }))
+            size,
+            limits,
+        })
+    }
+
+    /// `NAME.log.N`.
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Appends one whole entry, rotating first if it would not fit.
+    fn append(&mut self, entry: &[u8]) -> io::Result<()> {
+        let len = entry.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.limits.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(entry)?;
+        self.size += len;
+        Ok(())
+    }
+
+    /// Shifts `NAME.log.K` to `.K+1` (dropping the oldest beyond `keep`),
+    /// `NAME.log` to `.1`, and starts a new `NAME.log`.
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.limits.keep;
+        if keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            match std::fs::remove_file(self.rotated(keep)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            for n in (1..keep).rev() {
+                match std::fs::rename(self.rotated(n), self.rotated(n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, self.rotated(1))?;
+        }
+        let fresh = FileLog::open(self.path.clone(), self.limits)?;
+        log::info!(
+            "{} reached {} bytes: rotated (keeping {keep} old file(s))",
+            self.path.display(),
+            self.size
+        );
+        *self = fresh;
+        Ok(())
+    }
+}
+
+impl ServerLog {
+    /// Opens (creating them if needed) `dir` and `dir/NAME.log`, appending,
+    /// with the default [`LogLimits`].
+    pub fn open(dir: impl AsRef<Path>, server: &str) -> io::Result<ServerLog> {
+        ServerLog::open_with_limits(dir, server, LogLimits::default())
+    }
+
+    /// Opens `dir/NAME.log` like [`open`](Self::open), rotating it by size
+    /// as `limits` says.
+    ///
+    /// ```
+    /// use gyre_herd::log::{LogLimits, ServerLog};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("gyre-log-doc-{}", std::process::id()));
+    /// let limits = LogLimits { max_bytes: 100, keep: 1 };
+    /// let log = ServerLog::open_with_limits(&dir, "Ball", limits)?;
+    /// for i in 0..10 {
+    ///     log.entry(format_args!("entry {i}"));
+    /// }
+    /// assert!(dir.join("Ball.log.1").exists());
+    /// assert!(!dir.join("Ball.log.2").exists());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open_with_limits(
+        dir: impl AsRef<Path>,
+        server: &str,
+        limits: LogLimits,
+    ) -> io::Result<ServerLog> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(format!("{server}.log"));
+        let file = FileLog::open(path, limits)?;
+        Ok(ServerLog::with_sink(Sink::File(RefCell::new(file))))
     }
 
     /// A log that keeps its lines in memory (see [`lines`](Self::lines)).
@@ -92,9 +238,9 @@ impl ServerLog {
     }
 
     /// The file written, for a file log.
-    pub fn path(&self) -> Option<&Path> {
+    pub fn path(&self) -> Option<PathBuf> {
         match &self.inner.sink {
-            Sink::File { path, .. } => Some(path),
+            Sink::File(file) => Some(file.borrow().path.clone()),
             _ => None,
         }
     }
@@ -124,14 +270,15 @@ impl ServerLog {
         let _ = line.write_fmt(message);
         log::debug!(target: "gyre_herd", "{line}");
         match &self.inner.sink {
-            Sink::File { file, path } => {
+            Sink::File(file) => {
                 line.push('\n');
-                let written = file.borrow_mut().write_all(line.as_bytes());
+                let mut file = file.borrow_mut();
+                let written = file.append(line.as_bytes());
                 if let Err(e) = written {
                     if !self.inner.failed.replace(true) {
                         log::error!(
                             "cannot write to {}: {e}; further errors not reported",
-                            path.display()
+                            file.path.display()
                         );
                     }
                 }
@@ -145,7 +292,7 @@ impl ServerLog {
 impl fmt::Debug for ServerLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner.sink {
-            Sink::File { path, .. } => write!(f, "ServerLog({})", path.display()),
+            Sink::File(file) => write!(f, "ServerLog({})", file.borrow().path.display()),
             Sink::Memory(lines) => write!(f, "ServerLog(memory, {} lines)", lines.borrow().len()),
             Sink::Discard => f.write_str("ServerLog(discard)"),
         }
@@ -153,14 +300,23 @@ impl fmt::Debug for ServerLog {
 }
 
 /// Bytes as one printable line: printable ASCII as is (a backslash
-/// doubled), tab as `\t`, anything else as `\xNN`.
+/// doubled), tab as `\t`, anything else as `\xNN`. At most
+/// [`LOG_FIELD_MAX`] bytes are shown; a longer input is shown as that
+/// prefix, then `...(N bytes)` with its whole length.
 ///
 /// ```
-/// assert_eq!(gyre_herd::log::escape(b"k\xffi\\wi\t\n"), "k\\xffi\\\\wi\\t\\x0a");
+/// use gyre_herd::log::{escape, LOG_FIELD_MAX};
+///
+/// assert_eq!(escape(b"k\xffi\\wi\t\n"), "k\\xffi\\\\wi\\t\\x0a");
+/// let long = vec![b'a'; 10_000_000];
+/// let shown = escape(&long);
+/// assert!(shown.ends_with("...(10000000 bytes)"));
+/// assert!(shown.len() < LOG_FIELD_MAX + 32);
 /// ```
 pub fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
+    let shown = &bytes[..bytes.len().min(LOG_FIELD_MAX)];
+    let mut out = String::with_capacity(shown.len() + 24);
+    for &b in shown {
         match b {
             b'\\' => out.push_str("\\\\"),
             b'\t' => out.push_str("\\t"),
@@ -169,6 +325,9 @@ pub fn escape(bytes: &[u8]) -> String {
                 let _ = write!(out, "\\x{b:02x}");
             }
         }
+    }
+    if shown.len() < bytes.len() {
+        let _ = write!(out, "...({} bytes)", bytes.len());
     }
     out
 }
@@ -253,6 +412,76 @@ mod tests {
         let text = std::fs::read_to_string(again.path().unwrap()).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
         assert!(text.lines().nth(1).unwrap().ends_with(" two"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Done-when 8 of issue 10: a log at its size limit rotates, keeps
+    /// `keep` old files, and loses no line: every entry is in exactly one
+    /// of the kept files, in order, and no file passes the limit.
+    #[test]
+    fn rotation_keeps_n_files_and_loses_no_line() {
+        let dir = std::env::temp_dir().join(format!("gyre-herd-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = LogLimits {
+            max_bytes: 4096,
+            keep: 3,
+        };
+        let log = ServerLog::open_with_limits(&dir, "Welsh", limits).unwrap();
+        // About 50 bytes an entry: 4096 bytes hold about 80; the last 4
+        // files together hold the newest ~320 entries.
+        let total = 1000;
+        for i in 0..total {
+            log.entry(format_args!("entry {i:05} {}", "x".repeat(i % 7)));
+        }
+        let mut files: Vec<PathBuf> = (1..=3)
+            .rev()
+            .map(|n| dir.join(format!("Welsh.log.{n}")))
+            .collect();
+        files.push(dir.join("Welsh.log"));
+        assert!(
+            !dir.join("Welsh.log.4").exists(),
+            "only 3 rotated files kept"
+        );
+        let mut seen = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            assert!(
+                text.len() as u64 <= limits.max_bytes,
+                "{} too big",
+                file.display()
+            );
+            assert!(text.ends_with('\n'), "no entry is split");
+            for line in text.lines() {
+                let n: usize = line.split(' ').nth(2).unwrap().parse().unwrap();
+                seen.push(n);
+            }
+        }
+        // The kept files hold a contiguous run of the newest entries.
+        assert_eq!(*seen.last().unwrap(), total - 1);
+        let first = seen[0];
+        assert_eq!(seen, (first..total).collect::<Vec<_>>());
+        assert!(first > 0, "old entries were rotated away");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopened_log_counts_its_existing_size() {
+        let dir = std::env::temp_dir().join(format!("gyre-herd-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = LogLimits {
+            max_bytes: 200,
+            keep: 1,
+        };
+        let log = ServerLog::open_with_limits(&dir, "Ball", limits).unwrap();
+        log.entry(format_args!("{}", "a".repeat(100)));
+        drop(log);
+        let log = ServerLog::open_with_limits(&dir, "Ball", limits).unwrap();
+        log.entry(format_args!("{}", "b".repeat(100)));
+        // The second entry did not fit next to the first: it went to a new file.
+        let old = std::fs::read_to_string(dir.join("Ball.log.1")).unwrap();
+        let new = std::fs::read_to_string(dir.join("Ball.log")).unwrap();
+        assert!(old.contains("aaaa") && !old.contains("bbbb"));
+        assert!(new.contains("bbbb") && !new.contains("aaaa"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use gyre_reactor::{Phase, Reactor, SystemEvent};
 
 use crate::config::HerdConfig;
-use crate::log::ServerLog;
+use crate::log::{LogLimits, ServerLog};
 use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
 use crate::server::HerdServer;
 
@@ -34,17 +34,26 @@ pub struct Options {
     pub places_key_file: Option<PathBuf>,
     /// `--log-dir DIR`: one log file per server (default `logs/`).
     pub log_dir: Option<PathBuf>,
+    /// `--log-max-bytes N`: rotate a server's log at this size (default
+    /// [`DEFAULT_LOG_MAX_BYTES`](crate::log::DEFAULT_LOG_MAX_BYTES)).
+    pub log_max_bytes: Option<u64>,
+    /// `--log-keep N`: rotated log files kept per server (default
+    /// [`DEFAULT_LOG_KEEP`](crate::log::DEFAULT_LOG_KEEP)).
+    pub log_keep: Option<usize>,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
+            [--log-max-bytes N] [--log-keep N]
 
 Runs the herd of HERD.md: by default the built-in five servers (Alford 12000,
 Ball 12001, Hamilton 12002, Holiday 12003, Welsh 12004) in this process, with
 a local Places service unless a Google API key is configured (the
---places-key-file option or the GOOGLE_PLACES_API_KEY variable).";
+--places-key-file option or the GOOGLE_PLACES_API_KEY variable). Each
+server's log rotates at --log-max-bytes (default 64 MiB), keeping
+--log-keep old files (default 4).";
 
 /// A command line that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +105,19 @@ impl Options {
             if name == "--help" || name == "-h" {
                 return Err(UsageError(HELP_REQUESTED.into()));
             }
+            match name.as_str() {
+                "--log-max-bytes" => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    options.log_max_bytes = Some(number_of(&name, &value)?);
+                    continue;
+                }
+                "--log-keep" => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    options.log_keep = Some(number_of(&name, &value)?);
+                    continue;
+                }
+                _ => {}
+            }
             let slot: &mut Option<String> = match name.as_str() {
                 "--server" => &mut options.server,
                 "--places-api" => &mut options.places_api,
@@ -135,6 +157,12 @@ fn value_of(
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(UsageError(format!("{name} needs a value"))),
     }
+}
+
+fn number_of<N: std::str::FromStr>(name: &str, value: &str) -> Result<N, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("{name} needs a whole number, not {value:?}")))
 }
 
 /// Reads the API key: the key file if given, else the environment variable.
@@ -205,9 +233,14 @@ pub fn start(
         .log_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("logs"));
+    let defaults = LogLimits::default();
+    let log_limits = LogLimits {
+        max_bytes: options.log_max_bytes.unwrap_or(defaults.max_bytes),
+        keep: options.log_keep.unwrap_or(defaults.keep),
+    };
     let mut servers = Vec::new();
     for name in &names {
-        let log = ServerLog::open(&log_dir, name).map_err(|e| {
+        let log = ServerLog::open_with_limits(&log_dir, name, log_limits).map_err(|e| {
             format!(
                 "cannot open the log of {name} in {}: {e}",
                 log_dir.display()
@@ -260,6 +293,9 @@ mod tests {
             "--places-key-file=key.txt",
             "--log-dir",
             "out",
+            "--log-max-bytes=1048576",
+            "--log-keep",
+            "2",
         ])
         .unwrap();
         assert_eq!(o.config, Some(PathBuf::from("h.json")));
@@ -269,6 +305,8 @@ mod tests {
         assert_eq!(o.places_ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(o.places_key_file, Some(PathBuf::from("key.txt")));
         assert_eq!(o.log_dir, Some(PathBuf::from("out")));
+        assert_eq!(o.log_max_bytes, Some(1_048_576));
+        assert_eq!(o.log_keep, Some(2));
     }
 
     #[test]
@@ -277,6 +315,8 @@ mod tests {
             vec!["--server"],
             vec!["--server="],
             vec!["--places-api", "bing"],
+            vec!["--log-max-bytes", "lots"],
+            vec!["--log-keep", "-1"],
             vec!["positional"],
             vec!["--help"],
         ] {
