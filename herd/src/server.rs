@@ -91,6 +91,10 @@ pub const DEFAULT_MAX_PENDING_ANSWERS: usize = 64;
 /// The default [`ServerOptions::max_clients`]: a million locations, a few
 /// hundred MB at most.
 pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
+/// The default [`ServerOptions::max_client_id_length`], in bytes.
+pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
+/// The default [`ServerOptions::max_time_ahead`]: ten minutes.
+pub const DEFAULT_MAX_TIME_AHEAD: Duration = Duration::from_secs(600);
 /// The default time-out of one attempt to dial a neighbour.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -150,6 +154,16 @@ pub struct ServerOptions {
     /// 1,000,000); past it, the client with the oldest location is
     /// forgotten (see [`Store::with_limit`](crate::store::Store::with_limit)).
     pub max_clients: usize,
+    /// The longest client ID accepted, in bytes (default
+    /// [`DEFAULT_MAX_CLIENT_ID_LENGTH`]). A longer one in an IAMAT gets
+    /// `? ` and is logged; in an AT from a neighbour it is ignored and
+    /// logged. It bounds what one store entry costs.
+    pub max_client_id_length: usize,
+    /// How far ahead of this server's clock a client's time may be (default
+    /// [`DEFAULT_MAX_TIME_AHEAD`]). A time further ahead would pin the
+    /// client's location for good (nothing later could replace it), so an
+    /// IAMAT with one gets `? ` and an AT with one is ignored, both logged.
+    pub max_time_ahead: Duration,
 }
 
 impl Default for ServerOptions {
@@ -166,6 +180,8 @@ impl Default for ServerOptions {
             max_pending_answers: DEFAULT_MAX_PENDING_ANSWERS,
             wall_clock: Rc::new(SystemTime::now),
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
+            max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
         }
     }
 }
@@ -178,6 +194,8 @@ impl fmt::Debug for ServerOptions {
             .field("max_line_length", &self.max_line_length)
             .field("max_pending_answers", &self.max_pending_answers)
             .field("max_clients", &self.max_clients)
+            .field("max_client_id_length", &self.max_client_id_length)
+            .field("max_time_ahead", &self.max_time_ahead)
             .finish_non_exhaustive()
     }
 }
@@ -517,7 +535,7 @@ impl Server {
         first: bool,
     ) {
         match command::parse(line) {
-            Ok(Command::IAmAt(iamat)) => self.iamat(conn, &iamat),
+            Ok(Command::IAmAt(iamat)) => self.iamat(conn, line, &iamat),
             Ok(Command::WhatsAt(whatsat)) => self.whatsat(conn, line, &whatsat),
             Ok(Command::Peer(name)) if first => match self.links.neighbour_named(name) {
                 Some(neighbour) => {
@@ -546,8 +564,34 @@ impl Server {
         conn.push_ready(answer);
     }
 
-    fn iamat(&self, conn: &Rc<Conn>, iamat: &IAmAt<'_>) {
+    /// Why a location report (IAMAT, or AT from a neighbour) is refused,
+    /// if it is: a client ID over the limit, or a time too far ahead of
+    /// `now_ns`.
+    fn refuse_location(&self, client: &[u8], time_ns: i128, now_ns: i128) -> Option<String> {
+        if client.len() > self.options.max_client_id_length {
+            return Some(format!(
+                "client ID of {} bytes, over the limit of {}",
+                client.len(),
+                self.options.max_client_id_length
+            ));
+        }
+        let ahead = self.options.max_time_ahead;
+        let ahead_ns = i128::try_from(ahead.as_nanos()).unwrap_or(i128::MAX);
+        if time_ns > now_ns.saturating_add(ahead_ns) {
+            return Some(format!(
+                "time more than {}s ahead of this server's clock",
+                ahead.as_secs()
+            ));
+        }
+        None
+    }
+
+    fn iamat(&self, conn: &Rc<Conn>, line: &[u8], iamat: &IAmAt<'_>) {
         let received_ns = command::unix_nanos((self.options.wall_clock)());
+        if let Some(why) = self.refuse_location(iamat.client, iamat.time_ns, received_ns) {
+            self.invalid(conn, line, &why);
+            return;
+        }
         let mut at_line = Vec::new();
         iamat.write_at_line(
             self.name.as_bytes(),
@@ -597,7 +641,14 @@ impl Server {
     fn link_line(&self, conn: &Rc<Conn>, neighbour: &str, line: &[u8]) {
         match command::parse(line) {
             Ok(Command::At(at)) => {
-                self.offer(at.client, Location::from_at(&at), Some(neighbour));
+                let now_ns = command::unix_nanos((self.options.wall_clock)());
+                match self.refuse_location(at.client, at.time_ns, now_ns) {
+                    None => self.offer(at.client, Location::from_at(&at), Some(neighbour)),
+                    Some(why) => self.log.entry(format_args!(
+                        "ignored an AT from neighbour {neighbour} ({}): {why}",
+                        conn.peer
+                    )),
+                }
             }
             Ok(_) => self.log.entry(format_args!(
                 "ignored a line from neighbour {neighbour} ({}): not an AT line",

@@ -869,3 +869,71 @@ fn a_neighbour_that_does_not_read_gets_the_latest_locations_with_bounded_buffers
     );
     alford.stop();
 }
+
+/// Part of issue 10's Done-when 4: a client ID over the limit and a time
+/// an hour ahead of the server's clock are answered `? ` with the line as
+/// received, and neither is stored; a valid report on the same connection
+/// still is.
+#[test]
+fn over_long_client_ids_and_future_times_are_refused() {
+    let herd = Herd::start(lone_server(), options_with_clock);
+    let client = herd.client("Alford");
+    let long_id = "x".repeat(300);
+    // fixed_clock() is 1621464828.22: an hour ahead is 1621468428.
+    let lines = format!(
+        "IAMAT {long_id} +1+1 1621464827.9\n\
+         IAMAT future +1+1 1621468428.5\n\
+         IAMAT fine +1+1 1621464827.9\n"
+    );
+    client.send(lines.as_bytes());
+    let received = Rc::clone(&client.received.data);
+    herd.wait("the valid IAMAT's answer", || {
+        received.borrow().ends_with(b" fine +1+1 1621464827.9\n")
+    });
+    let text = String::from_utf8_lossy(&client.received()).into_owned();
+    let mut answers = text.lines();
+    assert_eq!(
+        answers.next(),
+        Some(format!("? IAMAT {long_id} +1+1 1621464827.9").as_str())
+    );
+    assert_eq!(answers.next(), Some("? IAMAT future +1+1 1621468428.5"));
+    assert!(answers.next().is_some_and(|a| a.starts_with("AT Alford ")));
+    let server = herd.server("Alford");
+    assert!(server.location(long_id.as_bytes()).is_none());
+    assert!(server.location(b"future").is_none());
+    assert!(server.location(b"fine").is_some());
+    assert!(server
+        .log()
+        .contains("client ID of 300 bytes, over the limit of 256"));
+    assert!(server.log().contains("ahead of this server's clock"));
+}
+
+/// A neighbour's AT is held to the same limits: A (with generous limits)
+/// stores and floods a 300-byte client ID; B (with the defaults) ignores
+/// it and logs why.
+#[test]
+fn a_neighbours_at_over_the_limits_is_ignored() {
+    let config = with_free_ports(
+        HerdConfig::from_json(
+            r#"{"servers": [{"name": "A", "port": 0}, {"name": "B", "port": 0}],
+                "links": [["A", "B"]]}"#,
+        )
+        .unwrap(),
+    );
+    let herd = Herd::start(config, |name| ServerOptions {
+        wall_clock: fixed_clock(),
+        max_client_id_length: if name == "A" { 1024 } else { 256 },
+        ..ServerOptions::default()
+    });
+    let long_id = "y".repeat(300);
+    herd.iamat("A", &format!("{long_id} +1+1 1621464827.9"));
+    assert!(herd.server("A").location(long_id.as_bytes()).is_some());
+    let b_log = herd.server("B").log().clone();
+    herd.wait("B to ignore the AT", || {
+        b_log.contains("ignored an AT from neighbour A")
+    });
+    assert!(herd.server("B").location(long_id.as_bytes()).is_none());
+    // A valid report still crosses the link.
+    let at = herd.iamat("A", "short +1+1 1621464827.9");
+    herd.wait_everywhere(b"short", &at);
+}
