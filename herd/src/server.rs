@@ -67,9 +67,10 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use gyre_protocols::{LineContext, LineControl, LineHandler, LineReceiver};
+use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::{Backoff, Deferred};
 use gyre_reactor::{factory_fn, ConnectionLost, ListeningPort, Producer, Reactor, Transport};
 
@@ -95,6 +96,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
 pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
 /// The default [`ServerOptions::max_time_ahead`]: ten minutes.
 pub const DEFAULT_MAX_TIME_AHEAD: Duration = Duration::from_secs(600);
+/// The default [`ServerOptions::client_idle_timeout`]: two minutes.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default time-out of one attempt to dial a neighbour.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -164,6 +167,13 @@ pub struct ServerOptions {
     /// client's location for good (nothing later could replace it), so an
     /// IAMAT with one gets `? ` and an AT with one is ignored, both logged.
     pub max_time_ahead: Duration,
+    /// How long a client connection may go without sending a complete line
+    /// while it has no answer pending (default
+    /// [`DEFAULT_CLIENT_IDLE_TIMEOUT`]); then it is closed (after what was
+    /// already written) and logged. Partial lines do not count as activity,
+    /// so a client trickling bytes without a newline (slow-loris) is closed
+    /// too. Links to neighbours have no idle time-out.
+    pub client_idle_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -182,6 +192,7 @@ impl Default for ServerOptions {
             max_clients: DEFAULT_MAX_CLIENTS,
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
+            client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
         }
     }
 }
@@ -196,6 +207,7 @@ impl fmt::Debug for ServerOptions {
             .field("max_clients", &self.max_clients)
             .field("max_client_id_length", &self.max_client_id_length)
             .field("max_time_ahead", &self.max_time_ahead)
+            .field("client_idle_timeout", &self.client_idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -452,6 +464,8 @@ impl Server {
             link_congested: Cell::new(false),
             link_resync: Cell::new(false),
             max_pending: self.options.max_pending_answers.max(1),
+            last_line_at: Cell::new(self.reactor.clock().now()),
+            idle_timer: RefCell::new(None),
         });
         LineReceiver::new(ConnHandler { conn })
             .with_delimiter(b"\n")
@@ -469,6 +483,8 @@ impl Server {
             Role::Client => {
                 self.log
                     .entry(format_args!("new connection from {}", conn.peer));
+                conn.last_line_at.set(self.reactor.clock().now());
+                self.watch_idle(conn, self.options.client_idle_timeout);
             }
             Role::Link { neighbour, dialled } => {
                 self.log.entry(format_args!(
@@ -482,7 +498,53 @@ impl Server {
         }
     }
 
+    /// Checks `conn` for idleness after `delay`: a client with no answer
+    /// pending that sent no complete line for the idle time-out is closed;
+    /// otherwise the check is scheduled again for when it could be.
+    fn watch_idle(&self, conn: &Rc<Conn>, delay: Duration) {
+        let server = self.me.clone();
+        let watched = Rc::downgrade(conn);
+        let timer = self.reactor.call_later(delay, move || {
+            let (Some(server), Some(conn)) = (server.upgrade(), watched.upgrade()) else {
+                return;
+            };
+            server.idle_check(&conn);
+        });
+        *conn.idle_timer.borrow_mut() = Some(timer);
+    }
+
+    fn idle_check(&self, conn: &Rc<Conn>) {
+        conn.idle_timer.borrow_mut().take();
+        if conn.is_link() || conn.is_closing() {
+            return;
+        }
+        let timeout = self.options.client_idle_timeout;
+        if !conn.answers.borrow().is_empty() {
+            // Waiting for us (a Places answer), not idle.
+            self.watch_idle(conn, timeout);
+            return;
+        }
+        let idle = self
+            .reactor
+            .clock()
+            .now()
+            .saturating_duration_since(conn.last_line_at.get());
+        if idle >= timeout {
+            self.log.entry(format_args!(
+                "closing connection from {}: no command for {}s (the idle time-out)",
+                conn.peer,
+                timeout.as_secs_f64()
+            ));
+            conn.close();
+        } else {
+            self.watch_idle(conn, timeout - idle);
+        }
+    }
+
     fn connection_lost(&self, conn: &Rc<Conn>, reason: &ConnectionLost) {
+        if let Some(timer) = conn.idle_timer.borrow_mut().take() {
+            let _ = timer.cancel();
+        }
         self.conns.borrow_mut().remove(&conn.id);
         conn.answers.borrow_mut().clear();
         let role = conn.role.borrow().clone();
@@ -517,6 +579,7 @@ impl Server {
                 self.link_line(conn, &neighbour, line);
             }
             Role::Client => {
+                conn.last_line_at.set(self.reactor.clock().now());
                 self.log.entry(format_args!(
                     "received from {}: {}",
                     conn.peer,
@@ -766,11 +829,24 @@ pub(crate) struct Conn {
     /// A flood skipped this link: send it the whole store when it drains.
     link_resync: Cell<bool>,
     max_pending: usize,
+    /// When the last complete line arrived (or the connection opened), for
+    /// the idle time-out.
+    last_line_at: Cell<Instant>,
+    /// The pending idle check of a client connection.
+    idle_timer: RefCell<Option<DelayedCall>>,
 }
 
 impl Conn {
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether a close was asked for (or happened).
+    fn is_closing(&self) -> bool {
+        self.transport
+            .borrow()
+            .as_ref()
+            .is_none_or(|t| t.is_closing())
     }
 
     /// Closes the connection after what is buffered is sent.

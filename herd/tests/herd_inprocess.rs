@@ -937,3 +937,76 @@ fn a_neighbours_at_over_the_limits_is_ignored() {
     let at = herd.iamat("A", "short +1+1 1621464827.9");
     herd.wait_everywhere(b"short", &at);
 }
+
+/// Part of issue 10's Done-when 5, on a manual clock: a client that sends
+/// nothing (or only a partial line) is closed once the idle time-out has
+/// passed since its last complete line; a client that keeps sending lines
+/// is not.
+#[test]
+fn an_idle_client_is_closed_after_its_time_out() {
+    let clock = gyre_reactor::clock::ManualClock::new();
+    let reactor = Reactor::builder()
+        .install_signal_handlers(false)
+        .clock(clock.clock())
+        .build()
+        .unwrap();
+    let mut herd = Herd {
+        reactor,
+        config: lone_server(),
+        places: FakePlaces::new(),
+        servers: BTreeMap::new(),
+    };
+    let timeout = Duration::from_secs(60);
+    herd.bind(
+        "Alford",
+        ServerOptions {
+            wall_clock: fixed_clock(),
+            client_idle_timeout: timeout,
+            ..ServerOptions::default()
+        },
+    );
+    let idle = herd.client("Alford");
+    let trickler = herd.client("Alford");
+    let busy = herd.client("Alford");
+    trickler.send(b"IAMAT half a line with no newline");
+    herd.wait("both connections accepted", || {
+        herd.reactor.connection_count() == 6
+    });
+    for step in 1..=3 {
+        // 40 s pass; the busy client sends a line each time.
+        busy.send(format!("IAMAT busy{step} +1+1 1621464827.9\n").as_bytes());
+        let received = Rc::clone(&busy.received.data);
+        herd.wait("the busy client's answer", || {
+            received.borrow().ends_with(b" 1621464827.9\n")
+                && received
+                    .borrow()
+                    .windows(5)
+                    .filter(|w| *w == b"AT Al")
+                    .count()
+                    == step
+        });
+        clock.advance(Duration::from_secs(40));
+    }
+    // 120 s in: the idle and trickling clients are closed, the busy one is not.
+    let (idle_closed, trickler_closed) = (
+        Rc::clone(&idle.received.closed),
+        Rc::clone(&trickler.received.closed),
+    );
+    herd.wait("the idle clients to be closed", || {
+        idle_closed.get() && trickler_closed.get()
+    });
+    assert!(!busy.received.closed.get());
+    let log = herd.server("Alford").log();
+    assert!(log.contains("(the idle time-out)"));
+    // The busy client goes quiet too: its last line came at 80 s, so it is
+    // closed at 140 s and not before. (The time-out runs on the manual
+    // clock: until it is advanced, no loop iteration can close it.)
+    clock.advance(Duration::from_secs(19));
+    for _ in 0..10 {
+        herd.reactor.iterate(Some(Duration::ZERO)).unwrap();
+    }
+    let busy_closed = Rc::clone(&busy.received.closed);
+    assert!(!busy_closed.get(), "not before the time-out");
+    clock.advance(Duration::from_secs(1));
+    herd.wait("the quiet busy client to be closed", || busy_closed.get());
+}
