@@ -96,6 +96,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = 1_000_000;
 pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
 /// The default [`ServerOptions::max_time_ahead`]: ten minutes.
 pub const DEFAULT_MAX_TIME_AHEAD: Duration = Duration::from_secs(600);
+/// The default [`ServerOptions::max_store_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_STORE_BYTES: usize = 256 * 1024 * 1024;
 /// The default [`ServerOptions::client_idle_timeout`]: two minutes.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default time-out of one attempt to dial a neighbour.
@@ -157,6 +159,11 @@ pub struct ServerOptions {
     /// 1,000,000); past it, the client with the oldest location is
     /// forgotten (see [`Store::with_limit`](crate::store::Store::with_limit)).
     pub max_clients: usize,
+    /// The most bytes the store may hold, as
+    /// [`Store::bytes`](crate::store::Store::bytes) counts them (default
+    /// [`DEFAULT_MAX_STORE_BYTES`]); past it, the oldest locations are
+    /// evicted. Evictions are logged at the 1st, 10th, 100th, ... one.
+    pub max_store_bytes: usize,
     /// The longest client ID accepted, in bytes (default
     /// [`DEFAULT_MAX_CLIENT_ID_LENGTH`]). A longer one in an IAMAT gets
     /// `? ` and is logged; in an AT from a neighbour it is ignored and
@@ -190,6 +197,7 @@ impl Default for ServerOptions {
             max_pending_answers: DEFAULT_MAX_PENDING_ANSWERS,
             wall_clock: Rc::new(SystemTime::now),
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_store_bytes: DEFAULT_MAX_STORE_BYTES,
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
@@ -205,6 +213,7 @@ impl fmt::Debug for ServerOptions {
             .field("max_line_length", &self.max_line_length)
             .field("max_pending_answers", &self.max_pending_answers)
             .field("max_clients", &self.max_clients)
+            .field("max_store_bytes", &self.max_store_bytes)
             .field("max_client_id_length", &self.max_client_id_length)
             .field("max_time_ahead", &self.max_time_ahead)
             .field("client_idle_timeout", &self.client_idle_timeout)
@@ -286,7 +295,7 @@ impl HerdServer {
                 server.accept(peer)
             }),
         )?;
-        let store = Store::with_limit(options.max_clients);
+        let store = Store::with_limits(options.max_clients, options.max_store_bytes);
         let inner = Rc::new_cyclic(|me| Server {
             name: name.to_string(),
             reactor: reactor.clone(),
@@ -354,6 +363,11 @@ impl HerdServer {
     /// How many clients it knows a location for.
     pub fn known_clients(&self) -> usize {
         self.inner.store.borrow().len()
+    }
+
+    /// The store's size in bytes, as its byte limit counts them.
+    pub fn store_bytes(&self) -> usize {
+        self.inner.store.borrow().bytes()
     }
 
     /// The neighbours whose link is up now, sorted.
@@ -728,7 +742,23 @@ impl Server {
     /// but `from`.
     fn offer(&self, client: &[u8], location: Location, from: Option<&str>) {
         let line = location.at_line().to_vec();
-        let stored = self.store.borrow_mut().offer(client, location);
+        let (stored, evictions, len, bytes) = {
+            let mut store = self.store.borrow_mut();
+            let before = store.evictions();
+            let stored = store.offer(client, location);
+            let after = store.evictions();
+            // Log the 1st, 10th, 100th, ... eviction: the limit being hit is
+            // visible without one log line per evicted client.
+            let logged = (before + 1..=after).filter(|n| is_power_of_ten(*n)).last();
+            (stored, logged, store.len(), store.bytes())
+        };
+        if let Some(n) = evictions {
+            self.log.entry(format_args!(
+                "store full ({len} clients, {bytes} bytes; limits {} clients, {} bytes): \
+                 {n} oldest location(s) evicted so far",
+                self.options.max_clients, self.options.max_store_bytes
+            ));
+        }
         if stored {
             self.log.entry(format_args!(
                 "new location for {}: {}",
@@ -743,6 +773,13 @@ impl Server {
             ));
         }
     }
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
 }
 
 /// The answer when the Places Deferred failed (the client still gets one).
@@ -1165,6 +1202,12 @@ impl LineHandler for ConnHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn powers_of_ten() {
+        let hits: Vec<u64> = (0..=10_000).filter(|n| is_power_of_ten(*n)).collect();
+        assert_eq!(hits, [1, 10, 100, 1000, 10_000]);
+    }
 
     fn answer(json: &str) -> String {
         String::from_utf8(whatsat_answer(b"AT A +0.1 k +1+2 5", json)).unwrap()

@@ -78,7 +78,17 @@ impl Location {
     }
 }
 
+/// What one stored client costs beyond its bytes, as [`Store::bytes`]
+/// counts it: the `Location`, the two maps' per-entry bookkeeping and the
+/// two `Vec` headers of the keys (an estimate, on the high side).
+pub const ENTRY_OVERHEAD: usize = 160;
+
 /// Client ID (bytes) → latest [`Location`].
+///
+/// Bounded two ways, oldest location evicted first: by the number of
+/// clients and by [`bytes`](Self::bytes), which counts each entry as its
+/// client ID twice (it keys both maps), its AT line, and
+/// [`ENTRY_OVERHEAD`].
 #[derive(Debug, Clone)]
 pub struct Store {
     by_client: HashMap<Vec<u8>, Location>,
@@ -86,12 +96,21 @@ pub struct Store {
     /// eviction when the store is full).
     by_age: BTreeSet<(i128, Vec<u8>)>,
     limit: usize,
+    max_bytes: usize,
+    bytes: usize,
+    /// Locations evicted to stay within the limits, ever.
+    evictions: u64,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Store::with_limit(usize::MAX)
+        Store::with_limits(usize::MAX, usize::MAX)
     }
+}
+
+/// What `client`'s entry with `location` counts for in [`Store::bytes`].
+fn entry_cost(client: &[u8], location: &Location) -> usize {
+    2 * client.len() + location.at_line.len() + ENTRY_OVERHEAD
 }
 
 impl Store {
@@ -120,39 +139,97 @@ impl Store {
     /// assert_eq!(store.len(), 2);
     /// ```
     pub fn with_limit(limit: usize) -> Store {
+        Store::with_limits(limit, usize::MAX)
+    }
+
+    /// An empty store that keeps at most `limit` clients (at least one) and
+    /// at most `max_bytes` as [`bytes`](Self::bytes) counts them; past
+    /// either, the oldest locations are evicted as in
+    /// [`with_limit`](Self::with_limit).
+    ///
+    /// ```
+    /// use gyre_herd::command::Coordinates;
+    /// use gyre_herd::store::{Location, Store, ENTRY_OVERHEAD};
+    ///
+    /// let here = Coordinates { lat: 1.0, lon: 2.0 };
+    /// let at = |id: &str, t: i128| Location::new(format!("AT A +0.1 {id} +1+2 {t}").into_bytes(), t, here);
+    /// // Room for about two small entries.
+    /// let mut store = Store::with_limits(1000, 2 * (ENTRY_OVERHEAD + 40));
+    /// assert!(store.offer(b"a", at("a", 1)));
+    /// assert!(store.offer(b"b", at("b", 2)));
+    /// assert!(store.offer(b"c", at("c", 3))); // evicts a, the oldest
+    /// assert!(store.get(b"a").is_none());
+    /// assert!(store.bytes() <= 2 * (ENTRY_OVERHEAD + 40));
+    /// ```
+    pub fn with_limits(limit: usize, max_bytes: usize) -> Store {
         Store {
             by_client: HashMap::new(),
             by_age: BTreeSet::new(),
             limit: limit.max(1),
+            max_bytes,
+            bytes: 0,
+            evictions: 0,
         }
     }
 
     /// Stores `location` for `client` if it is newer than what is stored
     /// (see the [module docs](self)); returns whether it was stored.
     pub fn offer(&mut self, client: &[u8], location: Location) -> bool {
+        let cost = entry_cost(client, &location);
         match self.by_client.get_mut(client) {
             Some(old) if location.is_newer_than(old) => {
+                let old_cost = entry_cost(client, old);
                 self.by_age.remove(&(old.time_ns, client.to_vec()));
                 self.by_age.insert((location.time_ns, client.to_vec()));
                 *old = location;
+                self.bytes = self.bytes - old_cost + cost;
+                self.evict_until_within(client);
                 true
             }
             Some(_) => false,
             None => {
-                if self.by_client.len() >= self.limit {
+                let full = self.by_client.len() >= self.limit
+                    || self.bytes.saturating_add(cost) > self.max_bytes;
+                if full {
                     match self.by_age.first() {
                         Some((oldest, _)) if location.time_ns < *oldest => return false,
                         _ => {}
                     }
-                    if let Some((_, evicted)) = self.by_age.pop_first() {
-                        self.by_client.remove(&evicted);
-                    }
                 }
                 self.by_age.insert((location.time_ns, client.to_vec()));
                 self.by_client.insert(client.to_vec(), location);
+                self.bytes += cost;
+                self.evict_until_within(client);
                 true
             }
         }
+    }
+
+    /// Evicts the oldest locations (never `keep`'s) until the store is
+    /// within both limits.
+    fn evict_until_within(&mut self, keep: &[u8]) {
+        while self.by_client.len() > self.limit || self.bytes > self.max_bytes {
+            let oldest = match self.by_age.iter().find(|(_, c)| c.as_slice() != keep) {
+                Some(entry) => entry.clone(),
+                None => return,
+            };
+            self.by_age.remove(&oldest);
+            if let Some(location) = self.by_client.remove(&oldest.1) {
+                self.bytes -= entry_cost(&oldest.1, &location);
+                self.evictions += 1;
+            }
+        }
+    }
+
+    /// How many locations were evicted to stay within the limits.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// The store's size as its byte limit counts it: for each client, its
+    /// ID twice, its AT line, and [`ENTRY_OVERHEAD`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The stored location of `client`.
@@ -263,5 +340,43 @@ mod tests {
         assert_eq!(l.at_line(), b"AT Alford +0.1 k +1+2 10.5");
         assert_eq!(l.time_ns(), 10_500_000_000);
         assert_eq!(l.coordinates(), HERE);
+    }
+
+    /// The byte count follows every change exactly: it is always the sum of
+    /// the entries' costs, through stores, replacements and evictions, and
+    /// never passes the limit.
+    #[test]
+    fn bytes_are_counted_exactly_and_bounded() {
+        let max = 10 * (ENTRY_OVERHEAD + 60);
+        let mut s = Store::with_limits(usize::MAX, max);
+        for i in 0..500i128 {
+            let id = format!("client-{}", i % 37);
+            let pad = "p".repeat((i % 11) as usize);
+            let line = format!("AT A +0.1 {id} +1+2 {i}{pad}");
+            s.offer(id.as_bytes(), loc(&line, i));
+            let sum: usize = s.iter().map(|(k, l)| entry_cost(k, l)).sum();
+            assert_eq!(s.bytes(), sum, "after offer {i}");
+            assert!(s.bytes() <= max, "after offer {i}: {} > {max}", s.bytes());
+        }
+        assert!(s.len() > 1);
+    }
+
+    /// A flood of new clients keeps the newest, evicting the oldest, and a
+    /// location older than everything kept is refused when full.
+    #[test]
+    fn byte_bound_evicts_oldest_first() {
+        let cost = |id: &str, line: &str| 2 * id.len() + line.len() + ENTRY_OVERHEAD;
+        let line = |id: &str, t: i128| format!("AT A +0.1 {id} +1+2 {t}");
+        let one = cost("c0", &line("c0", 0));
+        let mut s = Store::with_limits(usize::MAX, 3 * one);
+        for t in 0..10 {
+            let id = format!("c{t}");
+            assert!(s.offer(id.as_bytes(), loc(&line(&id, t), t)));
+        }
+        assert_eq!(s.len(), 3);
+        for kept in ["c7", "c8", "c9"] {
+            assert!(s.get(kept.as_bytes()).is_some(), "{kept}");
+        }
+        assert!(!s.offer(b"c1", loc(&line("c1", 1), 1)));
     }
 }

@@ -1010,3 +1010,37 @@ fn an_idle_client_is_closed_after_its_time_out() {
     clock.advance(Duration::from_secs(1));
     herd.wait("the quiet busy client to be closed", || busy_closed.get());
 }
+
+/// Part of issue 10's Done-when 4 (the byte bound; the per-address rate
+/// limit is not built yet): many distinct clients against a small byte
+/// bound keep the store within it, evicting the oldest, and the limit
+/// being hit is logged.
+#[test]
+fn the_store_stays_within_its_byte_bound() {
+    let max_store_bytes = 64 * 1024;
+    let herd = Herd::start(lone_server(), |_| ServerOptions {
+        wall_clock: fixed_clock(),
+        max_store_bytes,
+        ..ServerOptions::default()
+    });
+    let client = herd.client("Alford");
+    let total = 2_000;
+    let mut lines = Vec::new();
+    for i in 0..total {
+        // Later clients have later times: the newest are kept.
+        lines.extend_from_slice(format!("IAMAT client-{i:05} +1+1 1621460000.{i:05}\n").as_bytes());
+    }
+    client.send(&lines);
+    let received = Rc::clone(&client.received.data);
+    herd.wait("every answer", || {
+        received.borrow().iter().filter(|&&b| b == b'\n').count() == total
+    });
+    let server = herd.server("Alford");
+    assert!(server.store_bytes() <= max_store_bytes);
+    assert!(server.known_clients() > 100 && server.known_clients() < total);
+    assert!(server
+        .location(format!("client-{:05}", total - 1).as_bytes())
+        .is_some());
+    assert!(server.location(b"client-00000").is_none());
+    assert!(server.log().contains("store full"));
+}
