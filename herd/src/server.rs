@@ -749,7 +749,9 @@ impl Server {
             let after = store.evictions();
             // Log the 1st, 10th, 100th, ... eviction: the limit being hit is
             // visible without one log line per evicted client.
-            let logged = (before + 1..=after).filter(|n| is_power_of_ten(*n)).last();
+            let logged = (before + 1..=after)
+                .filter(|n| is_power_of_ten(*n))
+                .next_back();
             (stored, logged, store.len(), store.bytes())
         };
         if let Some(n) = evictions {
