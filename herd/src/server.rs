@@ -749,9 +749,7 @@ impl Server {
             let after = store.evictions();
             // Log the 1st, 10th, 100th, ... eviction: the limit being hit is
             // visible without one log line per evicted client.
-            let logged = (before + 1..=after)
-                .filter(|n| is_power_of_ten(*n))
-                .next_back();
+            let logged = (before + 1..=after).rfind(|n| is_power_of_ten(*n));
             (stored, logged, store.len(), store.bytes())
         };
         if let Some(n) = evictions {
