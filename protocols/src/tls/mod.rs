@@ -64,6 +64,7 @@
 //! ```
 
 mod config;
+mod machine;
 mod net;
 mod session;
 
@@ -71,12 +72,13 @@ pub use config::{
     client_config, client_config_from_pem_file, client_config_with_roots, parse_certs_pem,
     parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
+pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};
 pub use rustls::{ClientConfig, ServerConfig};
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub use session::{
     start_tls_client, start_tls_server, StartTls, TlsProtocol, TlsTransport, CLOSE_NOTIFY_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT, TLS_BUFFER_LIMIT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
 };
 
 #[cfg(test)]
