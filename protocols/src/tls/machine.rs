@@ -656,3 +656,6 @@ fn restore(slot: &mut Vec<u8>, mut buf: Vec<u8>) {
     }
 }
 
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
