@@ -32,7 +32,7 @@
 //!
 //! # Buffers
 //!
-//! - rustls buffers at most [`TLS_BUFFER_LIMIT`](super::TLS_BUFFER_LIMIT)
+//! - rustls buffers at most [`TLS_BUFFER_LIMIT`]
 //!   of plaintext or records (`set_buffer_limit`); the machine drains it
 //!   after every step, so the limit only bounds one step.
 //! - Ciphertext to send and plaintext to deliver are kept in two working

@@ -8,9 +8,7 @@ use rustls::{CertificateError, Error as RustlsError};
 use super::*;
 use crate::tls::config::{client_config_with_roots, parse_server_name, server_config};
 
-#[path = "../../tests/common/certs.rs"]
-mod certs;
-use certs::{TestCa, TestCert};
+use crate::tls::tests::certs::{TestCa, TestCert};
 
 /// One machine and what the application saw of it.
 struct Side {

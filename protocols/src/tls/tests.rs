@@ -12,7 +12,7 @@ use gyre_reactor::{ConnectionLost, Protocol, Transport};
 use super::*;
 
 #[path = "../../tests/common/certs.rs"]
-mod certs;
+pub(super) mod certs;
 use certs::{TestCa, TestCert};
 
 #[derive(Default)]
