@@ -1,6 +1,10 @@
-//! The TLS layer's glue: [`TlsTransport`] (the backend the inner protocol
-//! writes to), [`TlsProtocol`] (TLS from the first byte) and [`StartTls`]
-//! (plaintext first, TLS after a switch).
+//! The TLS layer's glue: [`TlsTransport`], the backend the inner protocol
+//! writes to. The outer protocols that own it, [`TlsProtocol`] (TLS from the
+//! first byte) and [`StartTls`] (plaintext first, TLS after a switch), are in
+//! `protocol.rs`.
+//!
+//! [`TlsProtocol`]: super::TlsProtocol
+//! [`StartTls`]: super::StartTls
 //!
 //! The TLS logic itself (the rustls connection, the handshake, each
 //! direction's state, the buffers) is the sans-IO [`TlsMachine`] in
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gyre_reactor::clock::{Clock, DelayedCall};
-use gyre_reactor::{ConnectionLost, Producer, Protocol, Reactor, Transport, TransportBackend};
+use gyre_reactor::{ConnectionLost, Producer, Protocol, Transport, TransportBackend};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::CertificateDer;
 
@@ -127,6 +131,9 @@ struct Timers {
 ///
 /// [`connect_tls`]: super::connect_tls
 /// [`listen_tls`]: super::listen_tls
+/// [`start_tls_client`]: super::start_tls_client
+/// [`start_tls_server`]: super::start_tls_server
+/// [`TlsProtocol::with_reactor`]: super::TlsProtocol::with_reactor
 /// - A peer's `close_notify` is the end of the stream: the protocol's
 ///   `eof_received` runs, and its answer is honoured (`false` closes, `true`
 ///   keeps our side open for writing). A TCP EOF without `close_notify` is
@@ -149,7 +156,7 @@ pub struct TlsTransport {
     tcp: RefCell<Option<Transport>>,
     /// The peer's address, noted at `connection_made` (for messages).
     peer_addr: Cell<Option<SocketAddr>>,
-    /// `None`: plaintext pass-through ([`StartTls`] before the switch).
+    /// `None`: plaintext pass-through (`StartTls` before the switch).
     machine: RefCell<Option<TlsMachine>>,
     inner: RefCell<Option<Box<dyn Protocol>>>,
     inner_state: Cell<InnerState>,
@@ -166,7 +173,10 @@ pub struct TlsTransport {
 }
 
 impl TlsTransport {
-    fn new_rc(machine: Option<TlsMachine>, inner: Box<dyn Protocol>) -> Rc<TlsTransport> {
+    pub(super) fn new_rc(
+        machine: Option<TlsMachine>,
+        inner: Box<dyn Protocol>,
+    ) -> Rc<TlsTransport> {
         Rc::new_cyclic(|weak| TlsTransport {
             weak_self: weak.clone(),
             tcp: RefCell::new(None),
@@ -217,8 +227,8 @@ impl TlsTransport {
         self.with_machine(|m| m.server_name().map(str::to_string))
     }
 
-    /// Whether TLS is on (always for [`TlsProtocol`]; after the switch for
-    /// [`StartTls`]).
+    /// Whether TLS is on (always for [`TlsProtocol`](super::TlsProtocol);
+    /// after the switch for [`StartTls`](super::StartTls)).
     pub fn is_tls(&self) -> bool {
         self.machine.borrow().is_some()
     }
@@ -277,10 +287,10 @@ impl TlsTransport {
 
     // ----- start_tls --------------------------------------------------------
 
-    /// Switches a [`StartTls`] connection to TLS as the client: everything
+    /// Switches a [`StartTls`](super::StartTls) connection to TLS as the client: everything
     /// written from now on is encrypted (held until the handshake is done),
     /// and every byte read from now on goes to TLS. The ClientHello is
-    /// sent at once. See [`StartTls`] for the flow.
+    /// sent at once. See [`StartTls`](super::StartTls) for the flow.
     pub fn start_tls_client(
         &self,
         server_name: &str,
@@ -291,7 +301,7 @@ impl TlsTransport {
         Ok(())
     }
 
-    /// Switches a [`StartTls`] connection to TLS as the server; as
+    /// Switches a [`StartTls`](super::StartTls) connection to TLS as the server; as
     /// [`start_tls_client`](Self::start_tls_client).
     pub fn start_tls_server(&self, config: Arc<ServerConfig>) -> Result<(), TlsError> {
         self.check_can_start()?;
@@ -456,7 +466,7 @@ impl TlsTransport {
     }
 
     /// Bytes from the TCP transport.
-    fn on_data_received(&self, data: &[u8]) {
+    pub(super) fn on_data_received(&self, data: &[u8]) {
         if self.finished() {
             return;
         }
@@ -565,7 +575,7 @@ impl TlsTransport {
     }
 
     /// The TCP connection's EOF; returns whether to keep its write side open.
-    fn on_eof_received(&self) -> bool {
+    pub(super) fn on_eof_received(&self) -> bool {
         if self.finished() {
             return false;
         }
@@ -602,7 +612,7 @@ impl TlsTransport {
         )
     }
 
-    fn on_connection_made(&self, tcp: Transport) {
+    pub(super) fn on_connection_made(&self, tcp: Transport) {
         self.peer_addr.set(tcp.peer_addr());
         *self.tcp.borrow_mut() = Some(tcp);
         if self.is_tls() {
@@ -614,7 +624,7 @@ impl TlsTransport {
         }
     }
 
-    fn on_connection_lost(&self, reason: ConnectionLost) {
+    pub(super) fn on_connection_lost(&self, reason: ConnectionLost) {
         if self.link.replace(Link::Lost) == Link::Lost {
             return;
         }
@@ -748,7 +758,8 @@ impl TlsTransport {
                 f(&me);
             }
         });
-        if let Some(old) = self.timers.borrow_mut().pending.replace(call) {
+        let old = self.timers.borrow_mut().pending.replace(call);
+        if let Some(old) = old {
             let _ = old.cancel();
         }
     }
@@ -835,17 +846,27 @@ impl TlsTransport {
                 .unwrap_or(false)
     }
 
-    fn set_clock(&self, clock: Clock) {
+    /// Drops the inner protocol, breaking the inner protocol <-> transport
+    /// cycle when the outer protocol goes (not if it is running).
+    pub(super) fn release_inner(&self) {
+        let inner = self.inner.try_borrow_mut().ok().and_then(|mut g| g.take());
+        drop(inner);
+    }
+
+    pub(super) fn set_clock(&self, clock: Clock) {
         self.timers.borrow_mut().clock = Some(clock);
     }
 
-    fn set_handshake_timeout(&self, timeout: Duration) {
+    pub(super) fn set_handshake_timeout(&self, timeout: Duration) {
         self.timers.borrow_mut().handshake_timeout = Some(timeout);
     }
 }
 
 /// A client machine for `server_name`, or the configuration error.
-fn client_machine(server_name: &str, config: Arc<ClientConfig>) -> Result<TlsMachine, TlsError> {
+pub(super) fn client_machine(
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<TlsMachine, TlsError> {
     let name = parse_server_name(server_name)?;
     TlsMachine::client(config, name, server_name).map_err(|e| {
         TlsError::with_source(
@@ -857,7 +878,7 @@ fn client_machine(server_name: &str, config: Arc<ClientConfig>) -> Result<TlsMac
 }
 
 /// A server machine, or the configuration error.
-fn server_machine(config: Arc<ServerConfig>) -> Result<TlsMachine, TlsError> {
+pub(super) fn server_machine(config: Arc<ServerConfig>) -> Result<TlsMachine, TlsError> {
     TlsMachine::server(config).map_err(|e| {
         TlsError::with_source(
             TlsErrorKind::Config,
@@ -966,258 +987,4 @@ impl TransportBackend for TlsTransport {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
-}
-/// Breaks the inner protocol <-> transport cycle when the outer protocol goes.
-fn release_inner(shared: &TlsTransport) {
-    let inner = shared
-        .inner
-        .try_borrow_mut()
-        .ok()
-        .and_then(|mut g| g.take());
-    drop(inner);
-}
-
-/// A [`Protocol`] that runs `inner` over TLS on the transport it is given
-/// (TLS from the first byte; see [`StartTls`] for a switch mid-connection).
-///
-/// The inner protocol's `connection_made` runs when the handshake has
-/// finished, with a [`TlsTransport`]; if the handshake fails it never runs
-/// (nor `connection_lost`): the failure is logged, the TCP connection is
-/// closed after the TLS alert, and [`TlsTransport::handshake_error`] says
-/// why (a [`connect_tls`](super::connect_tls) factory is told through
-/// `client_connection_failed`).
-///
-/// ```
-/// use gyre_protocols::tls::{client_config, TlsProtocol};
-/// use gyre_reactor::{Protocol, Transport};
-///
-/// struct Hello;
-/// impl Protocol for Hello {
-///     fn connection_made(&mut self, t: Transport) {
-///         t.write(b"GET / HTTP/1.0\r\nHost: example.com\r\n\r\n");
-///     }
-///     fn data_received(&mut self, data: &[u8]) {
-///         print!("{}", String::from_utf8_lossy(data));
-///     }
-/// }
-///
-/// let tls = TlsProtocol::client(Hello, "example.com", client_config(&[], &[])?)?;
-/// // reactor.connect_protocol(addr, tls), or connect_tls(...) with a factory.
-/// # drop(tls);
-/// # Ok::<(), gyre_protocols::tls::TlsError>(())
-/// ```
-pub struct TlsProtocol {
-    shared: Rc<TlsTransport>,
-}
-
-impl TlsProtocol {
-    /// `inner` over TLS as the client of `server_name` (a DNS name or an IP
-    /// address: sent as SNI, and the certificate must be valid for it).
-    pub fn client(
-        inner: impl Protocol,
-        server_name: &str,
-        config: Arc<ClientConfig>,
-    ) -> Result<TlsProtocol, TlsError> {
-        Ok(TlsProtocol {
-            shared: TlsTransport::new_rc(
-                Some(client_machine(server_name, config)?),
-                Box::new(inner),
-            ),
-        })
-    }
-
-    /// `inner` over TLS as the server.
-    pub fn server(
-        inner: impl Protocol,
-        config: Arc<ServerConfig>,
-    ) -> Result<TlsProtocol, TlsError> {
-        Ok(TlsProtocol {
-            shared: TlsTransport::new_rc(Some(server_machine(config)?), Box::new(inner)),
-        })
-    }
-
-    /// Runs on `reactor`: plaintext held while the inner protocol paused
-    /// reading is delivered from its loop as soon as reading resumes, and a
-    /// handshake time-out can be set.
-    pub fn with_reactor(self, reactor: &Reactor) -> TlsProtocol {
-        self.shared.set_clock(reactor.clock().clone());
-        self
-    }
-
-    pub(crate) fn with_clock(self, clock: Clock) -> TlsProtocol {
-        self.shared.set_clock(clock);
-        self
-    }
-
-    /// Drops the connection if the handshake has not finished within
-    /// `timeout` of connecting (needs [`with_reactor`](Self::with_reactor)).
-    pub fn with_handshake_timeout(self, timeout: Duration) -> TlsProtocol {
-        self.shared.set_handshake_timeout(timeout);
-        self
-    }
-
-    /// The TLS layer's state (handshake result, ALPN, certificates, the
-    /// reason given to the inner protocol).
-    pub fn tls_transport(&self) -> Rc<TlsTransport> {
-        Rc::clone(&self.shared)
-    }
-}
-
-impl Protocol for TlsProtocol {
-    fn connection_made(&mut self, transport: Transport) {
-        self.shared.on_connection_made(transport);
-    }
-
-    fn data_received(&mut self, data: &[u8]) {
-        self.shared.on_data_received(data);
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.shared.on_eof_received()
-    }
-
-    fn connection_lost(&mut self, reason: ConnectionLost) {
-        self.shared.on_connection_lost(reason);
-    }
-}
-
-impl Drop for TlsProtocol {
-    fn drop(&mut self) {
-        release_inner(&self.shared);
-    }
-}
-
-/// A [`Protocol`] that runs `inner` in plaintext until it switches the
-/// connection to TLS (STARTTLS, as in SMTP, IMAP, XMPP, LDAP...).
-///
-/// Install it from the start: `StartTls::new(inner)`. The inner protocol's
-/// `connection_made` runs at once with a [`TlsTransport`] in plaintext mode;
-/// bytes pass through unchanged. The usual flow, in plaintext:
-///
-/// 1. the client writes its STARTTLS command (`STARTTLS\r\n`);
-/// 2. the server reads it, writes its go-ahead (`OK\r\n`), and then calls
-///    [`start_tls_server`]`(&transport, config)`: the go-ahead was written
-///    before the switch, so it goes out in plaintext;
-/// 3. the client reads the go-ahead and calls
-///    [`start_tls_client`]`(&transport, "server.name", config)`, which sends
-///    the ClientHello.
-///
-/// From the switch on, every write is encrypted (writes made before the
-/// handshake finishes are held, then sent encrypted) and every byte read
-/// goes to TLS; a handshake failure reaches the inner protocol's
-/// `connection_lost` as an `InvalidData` error naming it. Bytes the inner
-/// protocol had already received past the switch point (a client that sent
-/// its ClientHello straight after the command) belong to TLS: hand them
-/// back with [`TlsTransport::push_back_received`]. The inner protocol's
-/// `connection_made` is not called again;
-/// [`TlsTransport::is_handshake_complete`] tells whether the handshake is
-/// done.
-///
-/// ```
-/// use std::sync::Arc;
-/// use gyre_protocols::tls::{start_tls_server, StartTls};
-/// use gyre_reactor::{Protocol, Transport};
-///
-/// struct Server {
-///     transport: Option<Transport>,
-///     config: Arc<gyre_protocols::tls::ServerConfig>,
-/// }
-/// impl Protocol for Server {
-///     fn connection_made(&mut self, t: Transport) { self.transport = Some(t); }
-///     fn data_received(&mut self, data: &[u8]) {
-///         let Some(t) = &self.transport else { return };
-///         if data == b"STARTTLS\r\n" {
-///             t.write(b"OK\r\n"); // plaintext
-///             if start_tls_server(t, self.config.clone()).is_err() {
-///                 t.lose_connection();
-///             }
-///         } else {
-///             t.write(data); // encrypted once TLS is on
-///         }
-///     }
-/// }
-/// # fn wrap(server: Server) -> StartTls { StartTls::new(server) }
-/// ```
-pub struct StartTls {
-    shared: Rc<TlsTransport>,
-}
-
-impl StartTls {
-    /// `inner` in plaintext until `start_tls_client`/`start_tls_server`.
-    pub fn new(inner: impl Protocol) -> StartTls {
-        StartTls {
-            shared: TlsTransport::new_rc(None, Box::new(inner)),
-        }
-    }
-
-    /// As [`TlsProtocol::with_reactor`].
-    pub fn with_reactor(self, reactor: &Reactor) -> StartTls {
-        self.shared.set_clock(reactor.clock().clone());
-        self
-    }
-
-    /// Drops the connection if a handshake has not finished within
-    /// `timeout` of the switch (needs [`with_reactor`](Self::with_reactor)).
-    pub fn with_handshake_timeout(self, timeout: Duration) -> StartTls {
-        self.shared.set_handshake_timeout(timeout);
-        self
-    }
-
-    /// The layer's state, as [`TlsProtocol::tls_transport`].
-    pub fn tls_transport(&self) -> Rc<TlsTransport> {
-        Rc::clone(&self.shared)
-    }
-}
-
-impl Protocol for StartTls {
-    fn connection_made(&mut self, transport: Transport) {
-        self.shared.on_connection_made(transport);
-    }
-
-    fn data_received(&mut self, data: &[u8]) {
-        self.shared.on_data_received(data);
-    }
-
-    fn eof_received(&mut self) -> bool {
-        self.shared.on_eof_received()
-    }
-
-    fn connection_lost(&mut self, reason: ConnectionLost) {
-        self.shared.on_connection_lost(reason);
-    }
-}
-
-impl Drop for StartTls {
-    fn drop(&mut self) {
-        release_inner(&self.shared);
-    }
-}
-
-fn not_start_tls() -> TlsError {
-    TlsError::new(
-        TlsErrorKind::StartTls,
-        "start_tls needs the transport of a protocol run by StartTls",
-    )
-}
-
-/// Switches the [`StartTls`] connection behind `transport` (the inner
-/// protocol's transport) to TLS as the client of `server_name`.
-pub fn start_tls_client(
-    transport: &Transport,
-    server_name: &str,
-    config: Arc<ClientConfig>,
-) -> Result<(), TlsError> {
-    transport
-        .backend::<TlsTransport>()
-        .ok_or_else(not_start_tls)?
-        .start_tls_client(server_name, config)
-}
-
-/// Switches the [`StartTls`] connection behind `transport` (the inner
-/// protocol's transport) to TLS as the server.
-pub fn start_tls_server(transport: &Transport, config: Arc<ServerConfig>) -> Result<(), TlsError> {
-    transport
-        .backend::<TlsTransport>()
-        .ok_or_else(not_start_tls)?
-        .start_tls_server(config)
 }
