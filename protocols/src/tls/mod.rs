@@ -19,6 +19,16 @@
 //!   `transport.backend::<TlsTransport>()` for the negotiated ALPN protocol,
 //!   the peer's certificates, or the TCP transport.
 //!
+//! - Memory: rustls buffers at most [`TLS_BUFFER_LIMIT`] per step, and the
+//!   layer's own buffers give back what they hold beyond
+//!   [`TLS_BUFFER_FLOOR`] once a burst has drained
+//!   ([`TlsTransport::buffer_capacity`] shows it).
+//!
+//! Inside, the TLS logic is a sans-IO state machine (the rustls connection,
+//! the handshake, one state per direction, the buffers), unit-tested without
+//! sockets; [`TlsTransport`] is the thin glue between it, the TCP transport
+//! and the inner protocol.
+//!
 //! The inner protocol's `connection_made` runs once the handshake is done,
 //! so everything it writes is encrypted. Closing sends `close_notify`; a
 //! peer's `close_notify` is its end of stream (`eof_received`); a TCP close
@@ -64,20 +74,21 @@
 //! ```
 
 mod config;
+mod machine;
 mod net;
+mod protocol;
 mod session;
 
 pub use config::{
     client_config, client_config_from_pem_file, client_config_with_roots, parse_certs_pem,
     parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
+pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};
+pub use protocol::{start_tls_client, start_tls_server, StartTls, TlsProtocol};
 pub use rustls::{ClientConfig, ServerConfig};
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-pub use session::{
-    start_tls_client, start_tls_server, StartTls, TlsProtocol, TlsTransport, CLOSE_NOTIFY_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT, TLS_BUFFER_LIMIT,
-};
+pub use session::{TlsTransport, CLOSE_NOTIFY_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT};
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,8 @@ use gyre_reactor::{
 use rustls::{ClientConfig, ServerConfig};
 
 use super::config::{parse_server_name, TlsError};
-use super::session::{TlsProtocol, TlsTransport, DEFAULT_HANDSHAKE_TIMEOUT};
+use super::protocol::TlsProtocol;
+use super::session::{TlsTransport, DEFAULT_HANDSHAKE_TIMEOUT};
 
 /// Connects to `addr` over TLS, verifying the server's certificate for
 /// `server_name` (also sent as SNI), and builds the protocol with `factory`

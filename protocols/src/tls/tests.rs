@@ -12,7 +12,7 @@ use gyre_reactor::{ConnectionLost, Protocol, Transport};
 use super::*;
 
 #[path = "../../tests/common/certs.rs"]
-mod certs;
+pub(super) mod certs;
 use certs::{TestCa, TestCert};
 
 #[derive(Default)]
@@ -491,4 +491,39 @@ fn plaintext_read_with_the_handshake_waits_for_resume_reading() {
         .unwrap();
     assert!(ok);
     assert_eq!(clog.borrow().data, b"early");
+}
+
+#[test]
+fn buffers_return_to_the_floor_after_a_4_mib_burst() {
+    let s = Setup::new();
+    let (client, clog) = Recorder::new(false);
+    let (server, slog) = Recorder::new(true);
+    let client = s.client(client, &[]);
+    let server = s.server(server, &[]);
+    let (client_tls, server_tls) = (client.tls_transport(), server.tls_transport());
+    let pump = connect_in_memory(client, server);
+    pump.flush().unwrap();
+    let ct = transport(&clog);
+    // Written before any of it is pumped: the burst is in flight at once.
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    for _ in 0..64 {
+        ct.write(&chunk);
+    }
+    let before_drain = client_tls.buffer_capacity();
+    pump.flush().unwrap();
+    assert_eq!(slog.borrow().data.len(), 4 << 20);
+    assert_eq!(clog.borrow().data.len(), 4 << 20, "echoed back");
+    assert!(before_drain <= TLS_BUFFER_FLOOR, "{before_drain}");
+    for tls in [&client_tls, &server_tls] {
+        assert!(
+            tls.buffer_capacity() <= TLS_BUFFER_FLOOR,
+            "{}",
+            tls.buffer_capacity()
+        );
+        assert!(
+            tls.read_buffer_capacity() <= TLS_BUFFER_FLOOR,
+            "{}",
+            tls.read_buffer_capacity()
+        );
+    }
 }
