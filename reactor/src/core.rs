@@ -156,6 +156,23 @@ impl ReactorBuilder {
     }
 
     /// Creates the reactor.
+    ///
+    /// One reactor per thread: while another reactor (any clone of its
+    /// handle) is alive on this thread, this fails with an
+    /// [`io::ErrorKind::AlreadyExists`] error. Once that reactor is dropped,
+    /// a new one can be built. Run a second loop on its own thread.
+    ///
+    /// ```
+    /// use gyre_reactor::Reactor;
+    ///
+    /// let first = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let second = Reactor::builder().install_signal_handlers(false).build();
+    /// assert_eq!(second.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    /// drop(first);
+    /// let again = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # drop(again);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build(self) -> io::Result<Reactor> {
         Reactor::from_builder(self)
     }
@@ -288,6 +305,24 @@ impl Reactor {
     }
 
     fn from_builder(builder: ReactorBuilder) -> io::Result<Reactor> {
+        // One reactor per thread: the thread's task queue and the notifier
+        // that wakes it from other threads belong to one loop.
+        if !defer::runner::claim_thread() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "one reactor per thread: another reactor is alive on this thread \
+                 (drop it first, or build this one on its own thread)",
+            ));
+        }
+        let built = Reactor::build_claimed(builder);
+        if built.is_err() {
+            defer::runner::release_thread();
+        }
+        built
+    }
+
+    /// Builds the reactor once the thread is claimed.
+    fn build_claimed(builder: ReactorBuilder) -> io::Result<Reactor> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(WAKER_TOKEN))?);
@@ -693,7 +728,9 @@ impl Reactor {
             self.reap();
         }
         self.run_soon_batch();
-        defer::runner::drain();
+        // Deferred chains left over, then the tasks woken so far: the loop,
+        // and only the loop, polls tasks.
+        defer::runner::run_tasks();
         self.reap();
     }
 
@@ -898,5 +935,6 @@ impl Drop for Inner {
             pool.join();
         }
         defer::runner::clear_remote_notifier(&self.remote_notifier);
+        defer::runner::release_thread();
     }
 }
