@@ -261,9 +261,8 @@ fn url(port: &ListeningPort, path: &str) -> String {
 
 /// Runs the loop until `d` fires; its outcome.
 fn wait<T>(reactor: &Reactor, d: &Deferred<T>) -> Outcome<T> {
-    let probe = d.clone();
     assert!(
-        reactor.run_until(|| probe.called(), BOUND).expect("run"),
+        reactor.run_until(|| d.called(), BOUND).expect("run"),
         "the request did not complete within {BOUND:?}"
     );
     d.take_result().expect("a result")
