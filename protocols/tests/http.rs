@@ -769,11 +769,10 @@ fn two_hundred_concurrent_https_requests() {
             client.get(&format!("https://localhost:{port}{path}?{i}"))
         })
         .collect();
-    let probes = all.clone();
     assert!(
         reactor
             .run_until(
-                || probes.iter().all(Deferred::called),
+                || all.iter().all(Deferred::called),
                 Duration::from_secs(120)
             )
             .expect("run"),
