@@ -282,7 +282,11 @@ impl<T: 'static> Slot<T> {
 
     /// Stores the result and wakes its consumer. `at` is the fire location
     /// for a root Deferred; links inherit their root's.
-    fn set_result(self: &Rc<Self>, mut outcome: Outcome<T>, at: Option<&'static Location<'static>>) {
+    fn set_result(
+        self: &Rc<Self>,
+        mut outcome: Outcome<T>,
+        at: Option<&'static Location<'static>>,
+    ) {
         self.fired.set(true);
         self.fired_at.set(at.or(self.fired_at.get()));
         self.canceller.borrow_mut().take();
@@ -486,7 +490,6 @@ impl<T: 'static> Deferred<T> {
     /// assert!(d.called());
     /// ```
     #[track_caller]
-    #[allow(clippy::new_ret_no_self)]
     pub fn new() -> (Resolver<T>, Deferred<T>) {
         let slot = Slot::new(Location::caller());
         (
@@ -621,7 +624,7 @@ impl<T: 'static> Deferred<T> {
         Deferred { slot: next }
     }
 
-/// Adds a callback: `f` gets the value and returns the next link's
+    /// Adds a callback: `f` gets the value and returns the next link's
     /// result, of any type. A failure skips `f` and passes through.
     ///
     /// ```

@@ -302,8 +302,7 @@ fn canceller_that_fires_wins() {
     let (_r, d) = Deferred::<&str>::with_canceller(|r| r.callback("partial").unwrap());
     d.cancel();
     assert_eq!(value(&d), "partial");
-    let (_r, d) =
-        Deferred::<&str>::with_canceller(|r| r.errback(Failure::msg("aborted")).unwrap());
+    let (_r, d) = Deferred::<&str>::with_canceller(|r| r.errback(Failure::msg("aborted")).unwrap());
     d.cancel();
     assert_eq!(failure(&d).to_string(), "aborted");
 }
@@ -1153,7 +1152,7 @@ fn take_result_then_add_callback_or_await_is_already_consumed() {
 
     let d = succeed(1u8);
     assert_eq!(value(&d), 1);
-    let awaited = ensure_deferred(async move { d.await });
+    let awaited = ensure_deferred(d); // polls `d` as a future
     run_pending();
     assert!(failure(&awaited).is::<AlreadyConsumed>());
 }
