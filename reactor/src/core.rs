@@ -162,6 +162,11 @@ impl ReactorBuilder {
     /// [`io::ErrorKind::AlreadyExists`] error. Once that reactor is dropped,
     /// a new one can be built. Run a second loop on its own thread.
     ///
+    /// "Dropped" means its last handle: a callback still queued on it, a
+    /// timer, or a protocol of an open connection that holds a `Reactor`
+    /// handle keeps it alive (a reference cycle) after the code that built
+    /// it let go of it.
+    ///
     /// ```
     /// use gyre_reactor::Reactor;
     ///
