@@ -15,12 +15,11 @@ const CHAIN: usize = 10;
 const GATHER: usize = 1_000;
 
 fn chain10_deferred(start: u64) -> u64 {
-    let d: Deferred<u64> = Deferred::new();
-    let mut tail = d.clone();
+    let (r, mut tail) = Deferred::<u64>::new();
     for _ in 0..CHAIN {
         tail = tail.add_callback(|x| Ok(x + 1));
     }
-    d.callback(start).unwrap();
+    r.callback(start).unwrap();
     tail.take_result().unwrap().unwrap()
 }
 
@@ -33,10 +32,10 @@ fn chain10_closures(start: u64) -> u64 {
 }
 
 fn gather1000_deferred(seed: u64) -> Vec<u64> {
-    let ds: Vec<Deferred<u64>> = (0..GATHER).map(|_| Deferred::new()).collect();
-    let all = gather_results(ds.clone());
-    for (i, d) in ds.iter().enumerate() {
-        d.callback(seed + i as u64).unwrap();
+    let (rs, ds): (Vec<_>, Vec<_>) = (0..GATHER).map(|_| Deferred::<u64>::new()).unzip();
+    let all = gather_results(ds);
+    for (i, r) in rs.iter().enumerate() {
+        r.callback(seed + i as u64).unwrap();
     }
     all.take_result().unwrap().unwrap()
 }

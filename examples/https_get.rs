@@ -57,9 +57,8 @@ fn run() -> Result<(), String> {
     let client = HttpClient::with_config(&reactor, config);
 
     let response = client.get(&url);
-    let done = response.clone();
     reactor
-        .run_until(|| done.called(), bound)
+        .run_until(|| response.called(), bound)
         .map_err(|e| e.to_string())?;
     match response.take_result() {
         Some(Ok(response)) => print(&response).map_err(|e| format!("cannot write: {e}")),

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use gyre_herd::places::PlacesAnswer;
 use gyre_herd::server::whatsat_answer;
 use gyre_herd::{HerdConfig, HerdServer, PlacesLookup, ServerLog, ServerOptions};
-use gyre_reactor::defer::{succeed, Deferred, Failure};
+use gyre_reactor::defer::{succeed, Deferred, Failure, Resolver};
 use gyre_reactor::{ConnectionLost, Protocol, Reactor, Transport};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,7 +39,7 @@ enum Mode {
 /// A Places service that records its calls.
 struct FakePlaces {
     mode: Cell<Mode>,
-    pending: RefCell<Vec<Deferred<PlacesAnswer>>>,
+    pending: RefCell<Vec<Resolver<PlacesAnswer>>>,
     calls: RefCell<Vec<(f64, f64, f64, u32)>>,
 }
 
@@ -76,8 +76,8 @@ impl PlacesLookup for FakePlaces {
         match self.mode.get() {
             Mode::Fast => succeed(FakePlaces::answer()),
             Mode::Slow => {
-                let d = Deferred::new();
-                self.pending.borrow_mut().push(d.clone());
+                let (r, d) = Deferred::new();
+                self.pending.borrow_mut().push(r);
                 d
             }
             Mode::Fail => {
@@ -120,9 +120,8 @@ impl Client {
     fn connect(reactor: &Reactor, addr: SocketAddr) -> Client {
         let received = Received::default();
         let d = reactor.connect_protocol(addr, Recorder(received.clone()));
-        let fired = d.clone();
         assert!(
-            reactor.run_until(|| fired.called(), WAIT).unwrap(),
+            reactor.run_until(|| d.called(), WAIT).unwrap(),
             "connect to {addr}"
         );
         let transport = d.take_result().unwrap().unwrap();

@@ -37,9 +37,8 @@ fn reactor() -> Reactor {
 
 /// Runs the loop until `d` fires (bounded) and returns its value.
 fn wait<T: 'static>(reactor: &Reactor, d: Deferred<T>) -> T {
-    let done = d.clone();
     assert!(
-        reactor.run_until(|| done.called(), BOUND).expect("run"),
+        reactor.run_until(|| d.called(), BOUND).expect("run"),
         "no answer within {BOUND:?}"
     );
     match d.take_result() {
@@ -563,14 +562,21 @@ fn google_legacy_status_passes_through() {
 
 // ----- failures ---------------------------------------------------------------
 
+/// Runs on a thread of its own: a test calls it several times, and its
+/// reactor (kept alive by its open connections) is one per thread.
 fn error_case(status: u16, body: &str, expected: &str) -> String {
-    let reactor = reactor();
-    let body = body.to_string();
-    let server = FakeServer::start(&reactor, move |_| Some((status, body.clone())));
-    let client = PlacesClient::new(&reactor, server.config(PlacesApi::Google, NEW_PATH)).unwrap();
-    let answer = wait(&reactor, client.nearby(ROYCE.0, ROYCE.1, 1000.0, 5));
-    assert_no_key(&answer, KEY);
-    assert_error(&answer, expected)
+    let (body, expected) = (body.to_string(), expected.to_string());
+    std::thread::spawn(move || {
+        let reactor = reactor();
+        let server = FakeServer::start(&reactor, move |_| Some((status, body.clone())));
+        let client =
+            PlacesClient::new(&reactor, server.config(PlacesApi::Google, NEW_PATH)).unwrap();
+        let answer = wait(&reactor, client.nearby(ROYCE.0, ROYCE.1, 1000.0, 5));
+        assert_no_key(&answer, KEY);
+        assert_error(&answer, &expected)
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[test]

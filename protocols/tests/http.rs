@@ -261,9 +261,8 @@ fn url(port: &ListeningPort, path: &str) -> String {
 
 /// Runs the loop until `d` fires; its outcome.
 fn wait<T>(reactor: &Reactor, d: &Deferred<T>) -> Outcome<T> {
-    let probe = d.clone();
     assert!(
-        reactor.run_until(|| probe.called(), BOUND).expect("run"),
+        reactor.run_until(|| d.called(), BOUND).expect("run"),
         "the request did not complete within {BOUND:?}"
     );
     d.take_result().expect("a result")
@@ -770,11 +769,10 @@ fn two_hundred_concurrent_https_requests() {
             client.get(&format!("https://localhost:{port}{path}?{i}"))
         })
         .collect();
-    let probes = all.clone();
     assert!(
         reactor
             .run_until(
-                || probes.iter().all(Deferred::called),
+                || all.iter().all(Deferred::called),
                 Duration::from_secs(120)
             )
             .expect("run"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clock::DelayedCall;
 use crate::core::{Inner, Reactor, SlotKind};
-use crate::defer::Deferred;
+use crate::defer::{Deferred, Resolver};
 use crate::protocol::{ConnectionLost, Factory, Protocol};
 use crate::tcp::{guard_user, Conn};
 use crate::transport::Transport;
@@ -188,14 +188,14 @@ impl Reactor {
     ) -> Deferred<Transport> {
         let connector_slot: Rc<RefCell<Option<Connector>>> = Rc::new(RefCell::new(None));
         let for_cancel = Rc::clone(&connector_slot);
-        let d: Deferred<Transport> = Deferred::with_canceller(move |_d| {
+        let (r, d) = Deferred::<Transport>::with_canceller(move |_r| {
             if let Some(connector) = for_cancel.borrow_mut().take() {
                 connector.stop_connecting();
             }
         });
         let factory = OneShot {
             protocol: Some(Box::new(protocol)),
-            result: Some(d.clone()),
+            result: Some(r),
         };
         let connector = self.connect_tcp(addr, factory, timeout);
         if !d.called() {
@@ -208,12 +208,12 @@ impl Reactor {
 /// The factory behind `connect_protocol`: one protocol, one Deferred.
 struct OneShot {
     protocol: Option<Box<dyn Protocol>>,
-    result: Option<Deferred<Transport>>,
+    result: Option<Resolver<Transport>>,
 }
 
 struct Announce {
     inner: Box<dyn Protocol>,
-    result: Option<Deferred<Transport>>,
+    result: Option<Resolver<Transport>>,
 }
 
 impl Protocol for Announce {

@@ -170,6 +170,28 @@ impl ReactorBuilder {
     }
 
     /// Creates the reactor.
+    ///
+    /// One reactor per thread: while another reactor (any clone of its
+    /// handle) is alive on this thread, this fails with an
+    /// [`io::ErrorKind::AlreadyExists`] error. Once that reactor is dropped,
+    /// a new one can be built. Run a second loop on its own thread.
+    ///
+    /// "Dropped" means its last handle: a callback still queued on it, a
+    /// timer, or a protocol of an open connection that holds a `Reactor`
+    /// handle keeps it alive (a reference cycle) after the code that built
+    /// it let go of it.
+    ///
+    /// ```
+    /// use gyre_reactor::Reactor;
+    ///
+    /// let first = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let second = Reactor::builder().install_signal_handlers(false).build();
+    /// assert_eq!(second.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    /// drop(first);
+    /// let again = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # drop(again);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build(self) -> io::Result<Reactor> {
         Reactor::from_builder(self)
     }
@@ -304,6 +326,24 @@ impl Reactor {
     }
 
     fn from_builder(builder: ReactorBuilder) -> io::Result<Reactor> {
+        // One reactor per thread: the thread's task queue and the notifier
+        // that wakes it from other threads belong to one loop.
+        if !defer::runner::claim_thread() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "one reactor per thread: another reactor is alive on this thread \
+                 (drop it first, or build this one on its own thread)",
+            ));
+        }
+        let built = Reactor::build_claimed(builder);
+        if built.is_err() {
+            defer::runner::release_thread();
+        }
+        built
+    }
+
+    /// Builds the reactor once the thread is claimed.
+    fn build_claimed(builder: ReactorBuilder) -> io::Result<Reactor> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(WAKER_TOKEN))?);
@@ -728,7 +768,9 @@ impl Reactor {
             self.reap();
         }
         self.run_soon_batch();
-        defer::runner::drain();
+        // Deferred chains left over, then the tasks woken so far: the loop,
+        // and only the loop, polls tasks.
+        defer::runner::run_tasks();
         self.reap();
     }
 
@@ -982,5 +1024,6 @@ impl Drop for Inner {
             pool.join_within(Instant::now() + self.shutdown_timeout);
         }
         defer::runner::clear_remote_notifier(&self.remote_notifier);
+        defer::runner::release_thread();
     }
 }

@@ -7,6 +7,19 @@
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
 //! - [`clock`]: timers on a real or a manual clock.
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
+//!
+//! One reactor per thread: building a second one while the first is alive
+//! is an error ([`ReactorBuilder::build`]).
+//!
+//! Two rules, side by side (details in [`defer`]):
+//!
+//! - **Deferred callback chains run synchronously when fired**, as in
+//!   Twisted: [`Resolver::callback`](defer::Resolver::callback) runs the
+//!   chain before it returns (or right after the current callback).
+//! - **Waking a task only enqueues it; the loop polls tasks, never
+//!   `callback()`.** `async` code ([`Reactor::spawn`],
+//!   [`defer::ensure_deferred`]) is polled by the reactor's loop, or by
+//!   [`defer::run_pending`] where no reactor runs.
 
 #![forbid(unsafe_code)]
 

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::core::{guard_loop, Reactor};
-use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
+use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked, Resolver};
 
 type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
 /// Work for a pool thread.
@@ -260,8 +260,7 @@ impl Reactor {
     ///
     /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
     /// let d = reactor.defer_to_thread(|| 6 * 7);
-    /// let probe = d.clone();
-    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// reactor.run_until(|| d.called(), Duration::from_secs(10)).unwrap();
     /// assert_eq!(d.take_result().unwrap().unwrap(), 42);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -270,8 +269,8 @@ impl Reactor {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Deferred<T> {
-        let d: Deferred<T> = Deferred::new();
-        let id = self.inner.pending_thread_jobs_insert(Box::new(d.clone()));
+        let (r, d) = Deferred::<T>::new();
+        let id = self.inner.pending_thread_jobs_insert(Box::new(r.clone()));
         let handle = self.thread_handle();
         let job = Box::new(move || {
             let outcome: Result<T, String> = catch_unwind(AssertUnwindSafe(f))
@@ -287,7 +286,7 @@ impl Reactor {
         };
         if let Err(e) = submitted {
             self.inner.pending_thread_jobs_remove(id);
-            let _ = d.errback(e);
+            let _ = r.errback(e);
         }
         d
     }
@@ -296,7 +295,7 @@ impl Reactor {
         let Some(d) = self.inner.pending_thread_jobs_remove(id) else {
             return;
         };
-        let Ok(d) = d.downcast::<Deferred<T>>() else {
+        let Ok(d) = d.downcast::<Resolver<T>>() else {
             return;
         };
         let outcome: Outcome<T> = outcome.map_err(|msg| Failure::new(Panicked(msg)));
@@ -315,8 +314,7 @@ impl Reactor {
     ///
     /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
     /// let d = reactor.resolve("localhost", 80);
-    /// let probe = d.clone();
-    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// reactor.run_until(|| d.called(), Duration::from_secs(10)).unwrap();
     /// assert!(!d.take_result().unwrap().unwrap().is_empty());
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -333,7 +331,9 @@ impl Reactor {
     }
 
     /// Runs `async` code on the loop and returns its result as a Deferred
-    /// (the future's waker goes through the loop, from any thread).
+    /// (the future's waker goes through the loop, from any thread). Like
+    /// tokio's `spawn`, this only queues the first poll: the loop polls the
+    /// task, then again each time it is woken (waking only enqueues it).
     ///
     /// ```
     /// use gyre_reactor::Reactor;
@@ -342,8 +342,7 @@ impl Reactor {
     /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
     /// let work = reactor.defer_to_thread(|| 20);
     /// let d = reactor.spawn(async move { Ok(work.await? + 1) });
-    /// let probe = d.clone();
-    /// reactor.run_until(|| probe.called(), Duration::from_secs(10)).unwrap();
+    /// reactor.run_until(|| d.called(), Duration::from_secs(10)).unwrap();
     /// assert_eq!(d.take_result().unwrap().unwrap(), 21);
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -356,7 +355,7 @@ impl Reactor {
     }
 }
 
-/// Keeps the Deferreds of thread jobs in flight, type-erased.
+/// Keeps the resolvers of thread jobs in flight, type-erased.
 #[derive(Default)]
 pub(crate) struct PendingJobs {
     jobs: slab::Slab<Box<dyn Any>>,

@@ -42,8 +42,7 @@ fn life_cycle_and_shutdown_triggers() {
                 return None;
             }
             // Shutdown must wait for this Deferred, fired later by a timer.
-            let d: Deferred<()> = Deferred::new();
-            let fire = d.clone();
+            let (fire, d) = Deferred::<()>::new();
             let log = log.clone();
             r.call_later(Duration::from_millis(1), move || {
                 push(&log, "before's deferred fired");

@@ -631,13 +631,14 @@ fn connect_failures() {
 
     // The same through connect_protocol's Deferred.
     let d = reactor.connect_protocol(closed_port(), Echo::default());
-    let probe = d.clone();
-    wait(&reactor, "connect_protocol to fail", || probe.called());
+    wait(&reactor, "connect_protocol to fail", || d.called());
     let failure = d.take_result().unwrap().unwrap_err();
     let error = failure.downcast_ref::<io::Error>().expect("an io::Error");
     assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
 
-    // A time-out on the manual clock, before the loop ever runs.
+    // A time-out on the manual clock, before the loop ever runs, on a new
+    // reactor (one reactor per thread: the first one goes first).
+    drop((connector, d, reactor));
     let (manual, reactor) = manual_reactor();
     let listener = std::net::TcpListener::bind(any_port()).unwrap();
     let timeout = Duration::from_secs(7);

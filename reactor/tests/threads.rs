@@ -78,8 +78,7 @@ fn defer_to_thread_and_resolve() {
     let loop_thread = thread::current().id();
 
     let d = reactor.defer_to_thread(move || (thread::current().id(), 6 * 7));
-    let probe = d.clone();
-    wait(&reactor, "the thread's value", || probe.called());
+    wait(&reactor, "the thread's value", || d.called());
     let (worker, value) = d.take_result().unwrap().unwrap();
     assert_eq!(value, 42);
     assert_ne!(
@@ -88,8 +87,7 @@ fn defer_to_thread_and_resolve() {
     );
 
     let d = reactor.defer_to_thread(|| -> u32 { panic!("the worker exploded") });
-    let probe = d.clone();
-    wait(&reactor, "the panicking job", || probe.called());
+    wait(&reactor, "the panicking job", || d.called());
     let failure = d.take_result().unwrap().unwrap_err();
     let panicked = failure
         .downcast_ref::<Panicked>()
@@ -97,13 +95,11 @@ fn defer_to_thread_and_resolve() {
     assert!(panicked.0.contains("the worker exploded"), "{}", panicked.0);
 
     let d = reactor.defer_to_thread(|| "still working");
-    let probe = d.clone();
-    wait(&reactor, "a job after the panic", || probe.called());
+    wait(&reactor, "a job after the panic", || d.called());
     assert_eq!(d.take_result().unwrap().unwrap(), "still working");
 
     let d = reactor.resolve("localhost", 80);
-    let probe = d.clone();
-    wait(&reactor, "resolve", || probe.called());
+    wait(&reactor, "resolve", || d.called());
     let addrs = d.take_result().unwrap().unwrap();
     assert!(!addrs.is_empty());
     for addr in &addrs {
@@ -128,14 +124,12 @@ fn spawn_awaits_thread_results() {
         assert_eq!(thread::current().id(), loop_thread);
         Ok((a, b))
     });
-    let probe = d.clone();
-    wait(&reactor, "the async block", || probe.called());
+    wait(&reactor, "the async block", || d.called());
     assert_eq!(d.take_result().unwrap().unwrap(), (20, 21));
 
     // A panic in the awaited job fails the block with it.
     let failing = reactor.defer_to_thread(|| -> u32 { panic!("deep down") });
     let d = reactor.spawn(async move { Ok(failing.await? + 1) });
-    let probe = d.clone();
-    wait(&reactor, "the failing async block", || probe.called());
+    wait(&reactor, "the failing async block", || d.called());
     assert!(d.take_result().unwrap().unwrap_err().is::<Panicked>());
 }

@@ -27,8 +27,7 @@
 //! let local = LocalPlacesService::start(&reactor, "127.0.0.1:0".parse()?)?;
 //! let client = PlacesClient::new(&reactor, local.client_config())?;
 //! let answer = client.nearby(34.0729, -118.4422, 1000.0, 5);
-//! let done = answer.clone();
-//! reactor.run_until(|| done.called(), Duration::from_secs(30))?;
+//! reactor.run_until(|| answer.called(), Duration::from_secs(30))?;
 //! if let Some(Ok(answer)) = answer.take_result() {
 //!     println!("{}\n{}", answer.summary, answer.json);
 //! }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gyre_reactor::clock::DelayedCall;
-use gyre_reactor::defer::{fail, Deferred, Failure, Outcome, TimedOut};
+use gyre_reactor::defer::{fail, Deferred, Failure, Outcome, Resolver, TimedOut};
 use gyre_reactor::{ConnectionLost, Protocol, Reactor, Transport};
 
 use super::error::HttpError;
@@ -161,8 +161,7 @@ pub struct ClientStats {
 /// let reactor = Reactor::new()?;
 /// let client = HttpClient::new(&reactor);
 /// let response = client.get("https://example.com/");
-/// let done = response.clone();
-/// reactor.run_until(|| done.called(), Duration::from_secs(30))?;
+/// reactor.run_until(|| response.called(), Duration::from_secs(30))?;
 /// match response.take_result() {
 ///     Some(Ok(r)) => println!("{} {}", r.status, r.text()),
 ///     Some(Err(failure)) => eprintln!("failed: {failure}"),
@@ -260,13 +259,20 @@ impl HttpClient {
         let key = (url.scheme(), url.host().to_string(), url.port());
         let client = self.clone();
         let location = std::panic::Location::caller();
-        let exchange = Rc::new_cyclic(|weak: &Weak<Exchange>| {
-            let for_cancel = weak.clone();
-            let result = Deferred::with_canceller(move |_| {
-                if let Some(ex) = for_cancel.upgrade() {
+        // The canceller reaches the exchange through a weak reference, set
+        // once the exchange exists.
+        let for_cancel: Rc<RefCell<Weak<Exchange>>> = Rc::default();
+        let (result, returned) = {
+            let for_cancel = Rc::clone(&for_cancel);
+            Deferred::with_canceller(move |_| {
+                let ex = for_cancel.borrow().upgrade();
+                if let Some(ex) = ex {
                     ex.abandon();
                 }
-            });
+            })
+        };
+        let exchange = Rc::new_cyclic(|weak: &Weak<Exchange>| {
+            *for_cancel.borrow_mut() = weak.clone();
             let for_timer = weak.clone();
             let timeout = client.inner.config.request_timeout;
             let timer = client.inner.reactor.call_later(timeout, move || {
@@ -291,9 +297,8 @@ impl HttpClient {
             request.method,
             exchange.prepared.url.without_query()
         );
-        let result = exchange.result.clone();
         exchange.start();
-        result
+        returned
     }
 
     /// `GET url`.
@@ -376,11 +381,14 @@ impl ClientInner {
 /// Where a request is.
 enum Stage {
     Start,
-    Resolving(Deferred<Vec<SocketAddr>>),
-    /// Connecting (then `attempt` is the connect Deferred), or sent on `conn`.
+    /// Resolving; holds the resolve Deferred's watching link (cancelling it
+    /// cancels the resolve) once it is made.
+    Resolving(Option<Deferred<()>>),
+    /// Connecting (then `attempt` is the link watching the connect
+    /// Deferred; cancelling it cancels the connect), or sent on `conn`.
     Connection {
         conn: Rc<Conn>,
-        attempt: Option<Deferred<Transport>>,
+        attempt: Option<Deferred<()>>,
         addr: Option<SocketAddr>,
         /// Addresses to try next if this one fails to connect.
         rest: Vec<SocketAddr>,
@@ -393,7 +401,7 @@ struct Exchange {
     client: HttpClient,
     key: PoolKey,
     prepared: Prepared,
-    result: Deferred<Response>,
+    result: Resolver<Response>,
     stage: RefCell<Stage>,
     timer: RefCell<Option<DelayedCall>>,
     retried: Cell<bool>,
@@ -432,13 +440,16 @@ impl Exchange {
             return;
         }
         let resolving = self.reactor().resolve(url.host(), url.port());
-        *self.stage.borrow_mut() = Stage::Resolving(resolving.clone());
+        *self.stage.borrow_mut() = Stage::Resolving(None);
         let me = Rc::clone(self);
-        // The chain's end fires with `()`; nothing waits on it.
-        drop(resolving.add_both(move |addrs| {
+        // The chain's end fires with `()`; it is kept only to cancel.
+        let link = resolving.add_both(move |addrs| {
             me.resolved(addrs);
             Ok(())
-        }));
+        });
+        if let Stage::Resolving(slot @ None) = &mut *self.stage.borrow_mut() {
+            *slot = Some(link);
+        }
     }
 
     fn resolved(self: &Rc<Self>, addrs: Outcome<Vec<SocketAddr>>) {
@@ -507,17 +518,29 @@ impl Exchange {
         };
         *self.stage.borrow_mut() = Stage::Connection {
             conn: Rc::clone(&conn),
-            attempt: Some(attempt.clone()),
+            attempt: None,
             addr: Some(addr),
             rest: addrs,
         };
         let me = Rc::clone(self);
-        drop(attempt.add_both(move |connected| {
+        let watched = Rc::clone(&conn);
+        // The chain's end fires with `()`; it is kept only to cancel.
+        let link = attempt.add_both(move |connected| {
             if let Err(failure) = connected {
-                me.connect_failed(&conn, failure);
+                me.connect_failed(&watched, failure);
             }
             Ok(())
-        }));
+        });
+        if let Stage::Connection {
+            conn: current,
+            attempt: slot @ None,
+            ..
+        } = &mut *self.stage.borrow_mut()
+        {
+            if Rc::ptr_eq(current, &conn) && !link.called() {
+                *slot = Some(link);
+            }
+        }
     }
 
     fn connect_failed(self: &Rc<Self>, conn: &Rc<Conn>, failure: Failure) {
@@ -569,7 +592,8 @@ impl Exchange {
         }
         let stage = self.stage.replace(Stage::Done);
         match stage {
-            Stage::Resolving(d) => d.cancel(),
+            Stage::Resolving(Some(d)) => d.cancel(),
+            Stage::Resolving(None) => {}
             Stage::Connection { conn, attempt, .. } => {
                 conn.abort();
                 if let Some(attempt) = attempt {

@@ -17,8 +17,7 @@
 //! let reactor = Reactor::new()?;
 //! let client = HttpClient::new(&reactor);
 //! let d = client.request(Request::get("https://example.com/").header("Accept", "text/html"));
-//! let done = d.clone();
-//! reactor.run_until(|| done.called(), Duration::from_secs(30))?;
+//! reactor.run_until(|| d.called(), Duration::from_secs(30))?;
 //! match d.take_result().expect("fired") {
 //!     Ok(response) => println!("{} {} bytes", response.status, response.body.len()),
 //!     Err(failure) => match failure.downcast_ref::<HttpError>() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gyre_reactor::clock::Clock;
-use gyre_reactor::defer::Deferred;
+use gyre_reactor::defer::{Deferred, Resolver};
 use gyre_reactor::{
     ClientFactory, ConnectionLost, Connector, Factory, ListeningPort, Protocol, Reactor, Transport,
 };
@@ -132,12 +132,12 @@ pub fn connect_tls_protocol(
 ) -> Result<Deferred<Transport>, TlsError> {
     let connector_slot: Rc<RefCell<Option<Connector>>> = Rc::default();
     let for_cancel = Rc::clone(&connector_slot);
-    let d: Deferred<Transport> = Deferred::with_canceller(move |_d| {
+    let (r, d) = Deferred::<Transport>::with_canceller(move |_r| {
         if let Some(connector) = for_cancel.borrow_mut().take() {
             connector.disconnect();
         }
     });
-    let result = Rc::new(RefCell::new(Some(d.clone())));
+    let result = Rc::new(RefCell::new(Some(r)));
     let factory = OneShot {
         protocol: Some(protocol),
         result,
@@ -149,7 +149,7 @@ pub fn connect_tls_protocol(
     Ok(d)
 }
 
-type ResultSlot = Rc<RefCell<Option<Deferred<Transport>>>>;
+type ResultSlot = Rc<RefCell<Option<Resolver<Transport>>>>;
 
 /// The factory behind [`connect_tls_protocol`]: one protocol, one Deferred.
 struct OneShot<P> {

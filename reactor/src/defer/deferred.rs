@@ -16,27 +16,42 @@ use crate::clock::Clock;
 /// What a Deferred fires with: a value or a [`Failure`].
 pub type Outcome<T> = Result<T, Failure>;
 
-/// A result that is not there yet (Twisted's `Deferred`).
+/// A result that is not there yet (Twisted's `Deferred`): the consuming
+/// handle.
 ///
-/// A `Deferred<T>` is fired once, with a `T` ([`callback`](Self::callback))
-/// or a [`Failure`] ([`errback`](Self::errback)). Callbacks added with
-/// [`add_callback`](Self::add_callback) and friends transform the result and
-/// may change its type; each returns the Deferred of the next link, so a
-/// chain reads top to bottom. A callback may also return another Deferred
-/// ([`add_callback_deferred`](Self::add_callback_deferred)), and the chain
-/// waits for it. Adding a callback to a Deferred that has fired runs it at
-/// once. A panic inside a callback becomes a [`Panicked`] failure.
+/// [`Deferred::new`] returns two handles: a [`Resolver`], which fires the
+/// result once, with a `T` ([`callback`](Resolver::callback)) or a
+/// [`Failure`] ([`errback`](Resolver::errback)); and this `Deferred`, which
+/// consumes it. Callbacks added with [`add_callback`](Self::add_callback) and
+/// friends transform the result and may change its type; each takes the
+/// Deferred by value and returns the Deferred of the next link, so a chain
+/// reads top to bottom, and adding several callbacks one after another is
+/// `let d = d.add_callback(..);` again and again. A callback may also return
+/// another Deferred ([`add_callback_deferred`](Self::add_callback_deferred)),
+/// and the chain waits for it. Adding a callback to a Deferred that has fired
+/// runs it at once. A panic inside a callback becomes a [`Panicked`] failure.
 ///
-/// The handle is a cheap `Clone` (an `Rc`): the code that will fire the
-/// Deferred keeps one clone, and hands another to the code that adds
-/// callbacks. A Deferred's result goes to one consumer: the first
-/// `add_*` call (or `.await`) takes it; a second consumer gets a failure
-/// saying so ([`AlreadyConsumed`]).
+/// The `Resolver` is a cheap `Clone`; the `Deferred` is not: a result has
+/// exactly one consumer, and the compiler checks it. The one consumer left
+/// to a run-time check is mixing [`take_result`](Self::take_result) (which
+/// takes `&self`) with a later `add_*` or `.await` on the same handle: that
+/// later consumer gets an [`AlreadyConsumed`] failure.
 ///
-/// Chains run from a per-thread queue, not by nested calls: firing or adding
-/// a callback outside any callback runs everything that became runnable
-/// before returning; inside a callback, it runs right after that callback
-/// returns. No chain, however long or deeply nested, grows the stack.
+/// # Two rules: chains run when fired, tasks run from the loop
+///
+/// - **Deferred callback chains run synchronously when fired**, as in
+///   Twisted. Firing (or adding a callback to a fired Deferred) outside any
+///   callback runs everything that became runnable before returning; inside
+///   a callback, right after that callback returns. Chains run from a
+///   per-thread queue, not by nested calls, so no chain, however long or
+///   deeply nested, grows the stack.
+/// - **Waking a task only enqueues it; the loop polls tasks, never
+///   `callback()`.** A task (`async` code from
+///   [`ensure_deferred`](super::ensure_deferred) or
+///   [`Reactor::spawn`](crate::Reactor::spawn)) awaiting a Deferred is woken
+///   when it fires and polled later by the reactor's loop, or by
+///   [`run_pending`](super::run_pending) where no reactor runs. So a task may
+///   borrow what the firing code held borrowed.
 ///
 /// A Deferred whose result is a failure that nobody consumed logs that
 /// failure once, with where the Deferred was created and fired, when its last
@@ -47,28 +62,97 @@ pub type Outcome<T> = Result<T, Failure>;
 /// ```
 /// use gyre_reactor::defer::{Deferred, Failure};
 ///
-/// let d: Deferred<u32> = Deferred::new();
-/// let parsed = d
-///     .clone()
-///     .add_callback(|n| Ok(n * 2))
-///     .add_callback(|n| Ok(format!("got {n}")));
-/// d.callback(21).unwrap();
-/// assert_eq!(parsed.take_result().unwrap().unwrap(), "got 42");
+/// let (resolver, d) = Deferred::<u32>::new();
+/// let d = d.add_callback(|n| Ok(n * 2));
+/// let d = d.add_callback(|n| Ok(n + 1));
+/// let parsed = d.add_callback(|n| Ok(format!("got {n}")));
+/// resolver.callback(21).unwrap();
+/// assert_eq!(parsed.take_result().unwrap().unwrap(), "got 43");
+/// ```
+///
+/// Two consumers of one Deferred do not compile (`d` was moved by the first
+/// `add_callback`):
+///
+/// ```compile_fail,E0382
+/// use gyre_reactor::defer::Deferred;
+///
+/// let (_r, d) = Deferred::<u8>::new();
+/// let a = d.add_callback(Ok);
+/// let b = d.add_callback(Ok);
+/// ```
+///
+/// and neither does copying the handle (`Deferred` is not `Clone`):
+///
+/// ```compile_fail,E0599
+/// use gyre_reactor::defer::Deferred;
+///
+/// let (_r, d) = Deferred::<u8>::new();
+/// let a = d.clone().add_callback(Ok);
+/// let b = d.add_callback(Ok);
+/// ```
+///
+/// The same programs with the offending line taken out compile and run:
+///
+/// ```
+/// use gyre_reactor::defer::Deferred;
+///
+/// let (r, d) = Deferred::<u8>::new();
+/// let a = d.add_callback(Ok);
+/// r.callback(1).unwrap();
+/// assert_eq!(a.take_result().unwrap().unwrap(), 1);
 /// ```
 pub struct Deferred<T: 'static> {
     slot: Rc<Slot<T>>,
 }
 
-impl<T: 'static> Clone for Deferred<T> {
+/// The handle that fires a [`Deferred`]: once, with a value
+/// ([`callback`](Self::callback)), a failure ([`errback`](Self::errback)) or
+/// either ([`resolve`](Self::resolve)). A second fire is an
+/// [`AlreadyCalled`] error.
+///
+/// A cheap `Clone` (an `Rc`): keep as many as the code that may fire needs.
+/// Firing runs the Deferred's callback chain before returning (right after
+/// the current callback, inside one); a task awaiting the Deferred is only
+/// woken, and polled later by the loop.
+///
+/// ```
+/// use gyre_reactor::defer::Deferred;
+///
+/// let (resolver, d) = Deferred::<&str>::new();
+/// let for_timer = resolver.clone();
+/// for_timer.callback("fired").unwrap();
+/// assert!(resolver.callback("again").is_err());
+/// assert_eq!(d.take_result().unwrap().unwrap(), "fired");
+/// ```
+pub struct Resolver<T: 'static> {
+    slot: Rc<Slot<T>>,
+}
+
+impl<T: 'static> Clone for Resolver<T> {
     fn clone(&self) -> Self {
-        Deferred {
+        Resolver {
             slot: Rc::clone(&self.slot),
         }
     }
 }
 
 /// A second consumer asked for a Deferred's result, which had already gone
-/// to (or been promised to) the first.
+/// to the first.
+///
+/// The compiler rules out two consumers of one [`Deferred`] (its `add_*`
+/// methods and `.await` take it by value, and it is not `Clone`). What is
+/// left to this run-time failure: [`Deferred::take_result`] took the result
+/// (it borrows the handle), and then the same handle was given a callback or
+/// awaited; or a `Deferred` was polled again after it completed.
+///
+/// ```
+/// use gyre_reactor::defer::{succeed, AlreadyConsumed};
+///
+/// let d = succeed(1);
+/// assert_eq!(d.take_result().unwrap().unwrap(), 1);
+/// let late = d.add_callback(Ok);
+/// assert!(late.take_result().unwrap().unwrap_err().is::<AlreadyConsumed>());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyConsumed {
     /// Where the Deferred was created.
@@ -87,7 +171,7 @@ impl fmt::Display for AlreadyConsumed {
 
 impl std::error::Error for AlreadyConsumed {}
 
-type Canceller<T> = Box<dyn FnOnce(&Deferred<T>)>;
+type Canceller<T> = Box<dyn FnOnce(&Resolver<T>)>;
 
 struct Slot<T: 'static> {
     /// The result, between firing and the consumer taking it.
@@ -118,12 +202,12 @@ enum Consumer<T> {
 /// Type-erased cancellation, so a link can forward `cancel` upstream to a
 /// Deferred of another type.
 trait Cancel {
-    fn cancel_dyn(self: Rc<Self>);
+    fn cancel_dyn(self: Rc<Self>, at: &'static Location<'static>);
 }
 
 impl<T: 'static> Cancel for Slot<T> {
-    fn cancel_dyn(self: Rc<Self>) {
-        Deferred { slot: self }.cancel();
+    fn cancel_dyn(self: Rc<Self>, at: &'static Location<'static>) {
+        self.cancel(at);
     }
 }
 
@@ -160,60 +244,294 @@ impl<T: 'static> Drop for Slot<T> {
     }
 }
 
-impl<T: 'static> Default for Deferred<T> {
+impl<T: 'static> Slot<T> {
+    fn new(created_at: &'static Location<'static>) -> Rc<Slot<T>> {
+        Rc::new(Slot {
+            result: RefCell::new(None),
+            consumer: RefCell::new(Consumer::Nobody),
+            fired: Cell::new(false),
+            suppress_already_called: Cell::new(false),
+            created_at,
+            fired_at: Cell::new(None),
+            canceller: RefCell::new(None),
+            upstream: RefCell::new(None),
+        })
+    }
+
+    fn already_called(&self) -> AlreadyCalled {
+        AlreadyCalled {
+            created_at: self.created_at,
+            first_fired_at: self.fired_at.get(),
+        }
+    }
+
+    fn fire(
+        self: &Rc<Self>,
+        outcome: Outcome<T>,
+        at: &'static Location<'static>,
+    ) -> Result<(), AlreadyCalled> {
+        if self.fired.get() {
+            if self.suppress_already_called.replace(false) {
+                return Ok(());
+            }
+            return Err(self.already_called());
+        }
+        self.set_result(outcome, Some(at));
+        Ok(())
+    }
+
+    /// Stores the result and wakes its consumer. `at` is the fire location
+    /// for a root Deferred; links inherit their root's.
+    fn set_result(
+        self: &Rc<Self>,
+        mut outcome: Outcome<T>,
+        at: Option<&'static Location<'static>>,
+    ) {
+        self.fired.set(true);
+        self.fired_at.set(at.or(self.fired_at.get()));
+        self.canceller.borrow_mut().take();
+        self.upstream.borrow_mut().take();
+        if let Err(failure) = &mut outcome {
+            failure.note_locations(self.created_at, self.fired_at.get());
+        }
+        *self.result.borrow_mut() = Some(outcome);
+        self.dispatch();
+    }
+
+    /// If both a result and a consumer are present, moves the result on: a
+    /// callback consumer runs from the chain queue (now, or right after the
+    /// current callback); a waker is only woken (the loop polls its task).
+    fn dispatch(self: &Rc<Self>) {
+        if !self.fired.get() || self.result.borrow().is_none() {
+            return;
+        }
+        let waker = {
+            let mut consumer = self.consumer.borrow_mut();
+            match &*consumer {
+                Consumer::Callback(_) => None,
+                Consumer::Waker(_) => match std::mem::replace(&mut *consumer, Consumer::Nobody) {
+                    Consumer::Waker(w) => Some(w),
+                    _ => None,
+                },
+                Consumer::Nobody | Consumer::Done => return,
+            }
+        };
+        match waker {
+            // No borrow held: a waker may do anything.
+            Some(waker) => waker.wake(),
+            None => runner::schedule(Rc::clone(self) as Rc<dyn Job>),
+        }
+    }
+
+    fn take_result(&self) -> Option<Outcome<T>> {
+        if !matches!(
+            *self.consumer.borrow(),
+            Consumer::Nobody | Consumer::Waker(_)
+        ) {
+            return None;
+        }
+        let outcome = self.result.borrow_mut().take()?;
+        *self.consumer.borrow_mut() = Consumer::Done;
+        Some(outcome)
+    }
+
+    fn cancel(self: &Rc<Self>, at: &'static Location<'static>) {
+        if self.fired.get() {
+            return;
+        }
+        let canceller = self.canceller.borrow_mut().take();
+        if let Some(canceller) = canceller {
+            canceller(&Resolver {
+                slot: Rc::clone(self),
+            });
+        } else {
+            let upstream = self.upstream.borrow().as_ref().and_then(Weak::upgrade);
+            if let Some(upstream) = upstream {
+                // The upstream's outcome (Cancelled, or what its canceller
+                // fired) flows down to us through the chain.
+                upstream.cancel_dyn(at);
+                return;
+            }
+        }
+        if !self.fired.get() {
+            self.suppress_already_called.set(true);
+            self.set_result(Err(Failure::new(Cancelled)), Some(at));
+        }
+    }
+
+    /// Installs the consumer of this Deferred's result and runs it if the
+    /// result is there; if the result was already taken, fails `next`
+    /// instead.
+    fn set_consumer<U: 'static>(
+        self: &Rc<Self>,
+        callback: Box<dyn FnOnce(Outcome<T>, Option<&'static Location<'static>>)>,
+        next: &Rc<Slot<U>>,
+        at: &'static Location<'static>,
+    ) {
+        {
+            let mut consumer = self.consumer.borrow_mut();
+            if !matches!(*consumer, Consumer::Nobody | Consumer::Waker(_)) {
+                drop(consumer);
+                let already = AlreadyConsumed {
+                    created_at: self.created_at,
+                };
+                next.set_result(Err(Failure::new(already)), Some(at));
+                return;
+            }
+            *consumer = Consumer::Callback(callback);
+        }
+        self.dispatch();
+    }
+
+    /// Makes this (unfired) link fire with whatever `inner` fires with. The
+    /// inner result moves here, so a failure is logged (if at all) by the
+    /// outer chain, never twice.
+    fn wait_on(self: &Rc<Self>, inner: Rc<Slot<T>>, at: &'static Location<'static>) {
+        *self.upstream.borrow_mut() = Some(Rc::downgrade(&inner) as Weak<dyn Cancel>);
+        let target = Rc::clone(self);
+        inner.set_consumer(
+            Box::new(move |outcome, fired_at| target.set_result(outcome, fired_at)),
+            self,
+            at,
+        );
+    }
+}
+
+impl<T: 'static> Resolver<T> {
+    /// Fires with a value. A second fire is an [`AlreadyCalled`] error.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let (r, d) = Deferred::<&str>::new();
+    /// assert!(r.callback("once").is_ok());
+    /// assert!(r.callback("twice").is_err());
+    /// assert_eq!(d.take_result().unwrap().unwrap(), "once");
+    /// ```
     #[track_caller]
-    fn default() -> Self {
-        Deferred::new()
+    pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
+        self.slot.fire(Ok(value), Location::caller())
+    }
+
+    /// Fires with a failure. A second fire is an [`AlreadyCalled`] error.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::{Deferred, Failure};
+    ///
+    /// let (r, d) = Deferred::<u8>::new();
+    /// r.errback(Failure::msg("no luck")).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap_err().to_string(), "no luck");
+    /// ```
+    #[track_caller]
+    pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
+        self.slot.fire(Err(failure.into()), Location::caller())
+    }
+
+    /// Fires with a value or a failure.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let (r, d) = Deferred::<u8>::new();
+    /// r.resolve(Ok(3)).unwrap();
+    /// assert_eq!(d.take_result().unwrap().unwrap(), 3);
+    /// ```
+    #[track_caller]
+    pub fn resolve(&self, outcome: Outcome<T>) -> Result<(), AlreadyCalled> {
+        self.slot.fire(outcome, Location::caller())
+    }
+
+    /// Whether the Deferred has fired (by this handle, a clone of it, or a
+    /// cancel).
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let (r, d) = Deferred::<u8>::new();
+    /// d.cancel();
+    /// assert!(r.called());
+    /// ```
+    pub fn called(&self) -> bool {
+        self.slot.fired.get()
+    }
+
+    /// Where the Deferred was created.
+    ///
+    /// ```
+    /// use gyre_reactor::defer::Deferred;
+    ///
+    /// let (r, _d) = Deferred::<()>::new();
+    /// assert_eq!(r.created_at().file(), file!());
+    /// ```
+    pub fn created_at(&self) -> &'static Location<'static> {
+        self.slot.created_at
+    }
+}
+
+impl<T: 'static> fmt::Debug for Resolver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolver")
+            .field("created_at", &self.slot.created_at)
+            .field("called", &self.slot.fired.get())
+            .finish()
     }
 }
 
 impl<T: 'static> Deferred<T> {
-    /// A Deferred that has not fired, with no canceller.
+    /// A Deferred that has not fired, with no canceller: the [`Resolver`]
+    /// that fires it and the `Deferred` that consumes it.
     ///
     /// ```
     /// use gyre_reactor::defer::Deferred;
     ///
-    /// let d: Deferred<u8> = Deferred::new();
+    /// let (r, d) = Deferred::<u8>::new();
     /// assert!(!d.called());
+    /// r.callback(1).unwrap();
+    /// assert!(d.called());
     /// ```
     #[track_caller]
-    pub fn new() -> Deferred<T> {
-        Deferred::at(Location::caller())
+    pub fn new() -> (Resolver<T>, Deferred<T>) {
+        let slot = Slot::new(Location::caller());
+        (
+            Resolver {
+                slot: Rc::clone(&slot),
+            },
+            Deferred { slot },
+        )
     }
 
-    /// A Deferred whose [`cancel`](Self::cancel) calls `canceller` (once).
-    /// The canceller may fire the Deferred (then its result wins); if it does
-    /// not, the Deferred fails with [`Cancelled`].
+    /// A Deferred whose [`cancel`](Self::cancel) calls `canceller` (once)
+    /// with a resolver. The canceller may fire the Deferred (then its result
+    /// wins); if it does not, the Deferred fails with [`Cancelled`].
     ///
     /// ```
     /// use gyre_reactor::defer::Deferred;
     ///
-    /// let d: Deferred<&str> = Deferred::with_canceller(|d| {
-    ///     d.callback("stopped early").unwrap();
+    /// let (_r, d) = Deferred::<&str>::with_canceller(|r| {
+    ///     r.callback("stopped early").unwrap();
     /// });
     /// d.cancel();
     /// assert_eq!(d.take_result().unwrap().unwrap(), "stopped early");
     /// ```
     #[track_caller]
-    pub fn with_canceller(canceller: impl FnOnce(&Deferred<T>) + 'static) -> Deferred<T> {
-        let d = Deferred::at(Location::caller());
-        *d.slot.canceller.borrow_mut() = Some(Box::new(canceller));
-        d
+    pub fn with_canceller(
+        canceller: impl FnOnce(&Resolver<T>) + 'static,
+    ) -> (Resolver<T>, Deferred<T>) {
+        let slot = Slot::new(Location::caller());
+        *slot.canceller.borrow_mut() = Some(Box::new(canceller));
+        (
+            Resolver {
+                slot: Rc::clone(&slot),
+            },
+            Deferred { slot },
+        )
     }
 
-    fn at(created_at: &'static Location<'static>) -> Deferred<T> {
-        Deferred {
-            slot: Rc::new(Slot {
-                result: RefCell::new(None),
-                consumer: RefCell::new(Consumer::Nobody),
-                fired: Cell::new(false),
-                suppress_already_called: Cell::new(false),
-                created_at,
-                fired_at: Cell::new(None),
-                canceller: RefCell::new(None),
-                upstream: RefCell::new(None),
-            }),
-        }
+    /// A Deferred already fired with `outcome`, created and fired at `at`.
+    fn fired(outcome: Outcome<T>, at: &'static Location<'static>) -> Deferred<T> {
+        let slot = Slot::new(at);
+        slot.set_result(outcome, Some(at));
+        Deferred { slot }
     }
 
     /// Where this Deferred (or the first link of its chain) was created.
@@ -221,7 +539,7 @@ impl<T: 'static> Deferred<T> {
     /// ```
     /// use gyre_reactor::defer::Deferred;
     ///
-    /// let d: Deferred<()> = Deferred::new();
+    /// let (_r, d) = Deferred::<()>::new();
     /// assert_eq!(d.created_at().file(), file!());
     /// ```
     pub fn created_at(&self) -> &'static Location<'static> {
@@ -233,140 +551,31 @@ impl<T: 'static> Deferred<T> {
     /// ```
     /// use gyre_reactor::defer::Deferred;
     ///
-    /// let d: Deferred<u8> = Deferred::new();
-    /// d.callback(1).unwrap();
+    /// let (r, d) = Deferred::<u8>::new();
+    /// r.callback(1).unwrap();
     /// assert!(d.called());
     /// ```
     pub fn called(&self) -> bool {
         self.slot.fired.get()
     }
 
-    /// Fires with a value. A second fire is an [`AlreadyCalled`] error.
-    ///
-    /// ```
-    /// use gyre_reactor::defer::Deferred;
-    ///
-    /// let d: Deferred<&str> = Deferred::new();
-    /// assert!(d.callback("once").is_ok());
-    /// assert!(d.callback("twice").is_err());
-    /// ```
-    #[track_caller]
-    pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
-        self.fire(Ok(value), Location::caller())
-    }
-
-    /// Fires with a failure. A second fire is an [`AlreadyCalled`] error.
-    ///
-    /// ```
-    /// use gyre_reactor::defer::{Deferred, Failure};
-    ///
-    /// let d: Deferred<u8> = Deferred::new();
-    /// d.errback(Failure::msg("no luck")).unwrap();
-    /// assert_eq!(d.take_result().unwrap().unwrap_err().to_string(), "no luck");
-    /// ```
-    #[track_caller]
-    pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
-        self.fire(Err(failure.into()), Location::caller())
-    }
-
-    /// Fires with a value or a failure.
-    ///
-    /// ```
-    /// use gyre_reactor::defer::Deferred;
-    ///
-    /// let d: Deferred<u8> = Deferred::new();
-    /// d.resolve(Ok(3)).unwrap();
-    /// assert_eq!(d.take_result().unwrap().unwrap(), 3);
-    /// ```
-    #[track_caller]
-    pub fn resolve(&self, outcome: Outcome<T>) -> Result<(), AlreadyCalled> {
-        self.fire(outcome, Location::caller())
-    }
-
-    fn fire(
-        &self,
-        outcome: Outcome<T>,
-        at: &'static Location<'static>,
-    ) -> Result<(), AlreadyCalled> {
-        let slot = &self.slot;
-        if slot.fired.get() {
-            if slot.suppress_already_called.replace(false) {
-                return Ok(());
-            }
-            return Err(AlreadyCalled {
-                created_at: slot.created_at,
-                first_fired_at: slot.fired_at.get(),
-            });
-        }
-        self.set_result(outcome, Some(at));
-        Ok(())
-    }
-
-    /// Stores the result and wakes its consumer. `at` is the fire location
-    /// for a root Deferred; links inherit their root's.
-    fn set_result(&self, mut outcome: Outcome<T>, at: Option<&'static Location<'static>>) {
-        let slot = &self.slot;
-        slot.fired.set(true);
-        slot.fired_at.set(at.or(slot.fired_at.get()));
-        slot.canceller.borrow_mut().take();
-        slot.upstream.borrow_mut().take();
-        if let Err(failure) = &mut outcome {
-            failure.note_locations(slot.created_at, slot.fired_at.get());
-        }
-        *slot.result.borrow_mut() = Some(outcome);
-        self.dispatch();
-    }
-
-    /// If both a result and a consumer are present, moves the result on.
-    fn dispatch(&self) {
-        let slot = &self.slot;
-        if !slot.fired.get() || slot.result.borrow().is_none() {
-            return;
-        }
-        let waker = {
-            let mut consumer = slot.consumer.borrow_mut();
-            match &*consumer {
-                Consumer::Callback(_) => None,
-                Consumer::Waker(_) => match std::mem::replace(&mut *consumer, Consumer::Nobody) {
-                    Consumer::Waker(w) => Some(w),
-                    _ => None,
-                },
-                Consumer::Nobody | Consumer::Done => return,
-            }
-        };
-        match waker {
-            Some(waker) => {
-                waker.wake();
-                runner::drain();
-            }
-            None => runner::schedule(Rc::clone(slot) as Rc<dyn Job>),
-        }
-    }
-
-    /// Takes the result if the Deferred has fired and nobody else consumes
-    /// it (for synchronous code and tests: Twisted's `successResultOf`).
+    /// Takes the result if the Deferred has fired (for synchronous code and
+    /// tests: Twisted's `successResultOf`). `None` if it has not fired, or
+    /// the result was taken already.
     ///
     /// A Deferred whose result was taken has no result left to log, so taking
-    /// a failure this way handles it.
+    /// a failure this way handles it. Adding a callback to (or awaiting) the
+    /// same handle afterwards gets an [`AlreadyConsumed`] failure.
     ///
     /// ```
     /// use gyre_reactor::defer::{succeed, Deferred};
     ///
     /// assert_eq!(succeed(5).take_result().unwrap().unwrap(), 5);
-    /// let pending: Deferred<u8> = Deferred::new();
+    /// let (_r, pending) = Deferred::<u8>::new();
     /// assert!(pending.take_result().is_none());
     /// ```
     pub fn take_result(&self) -> Option<Outcome<T>> {
-        let slot = &self.slot;
-        if !matches!(
-            *slot.consumer.borrow(),
-            Consumer::Nobody | Consumer::Waker(_)
-        ) {
-            return None;
-        }
-        let outcome = slot.result.borrow_mut().take()?;
-        *slot.consumer.borrow_mut() = Consumer::Done;
-        Some(outcome)
+        self.slot.take_result()
     }
 
     /// Cancels the Deferred (Twisted's `Deferred.cancel`).
@@ -381,41 +590,24 @@ impl<T: 'static> Deferred<T> {
     /// ```
     /// use gyre_reactor::defer::{Cancelled, Deferred};
     ///
-    /// let d: Deferred<u8> = Deferred::new();
+    /// let (r, d) = Deferred::<u8>::new();
     /// d.cancel();
     /// assert!(d.take_result().unwrap().unwrap_err().is::<Cancelled>());
+    /// assert!(r.callback(1).is_ok(), "one late fire is ignored");
     /// ```
     #[track_caller]
     pub fn cancel(&self) {
-        let slot = &self.slot;
-        if slot.fired.get() {
-            return;
-        }
-        let canceller = slot.canceller.borrow_mut().take();
-        if let Some(canceller) = canceller {
-            canceller(self);
-        } else {
-            let upstream = slot.upstream.borrow().as_ref().and_then(Weak::upgrade);
-            if let Some(upstream) = upstream {
-                // The upstream's outcome (Cancelled, or what its canceller
-                // fired) flows down to us through the chain.
-                upstream.cancel_dyn();
-                return;
-            }
-        }
-        if !slot.fired.get() {
-            slot.suppress_already_called.set(true);
-            self.set_result(Err(Failure::new(Cancelled)), Some(Location::caller()));
-        }
+        self.slot.cancel(Location::caller());
     }
 
     /// The general link: `f` gets the outcome and returns the next step.
     #[track_caller]
     fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Step<U> + 'static) -> Deferred<U> {
-        let next: Deferred<U> = Deferred::at(self.slot.created_at);
-        *next.slot.upstream.borrow_mut() = Some(Rc::downgrade(&self.slot) as Weak<dyn Cancel>);
-        let target = next.clone();
-        self.set_consumer(
+        let next: Rc<Slot<U>> = Slot::new(self.slot.created_at);
+        *next.upstream.borrow_mut() = Some(Rc::downgrade(&self.slot) as Weak<dyn Cancel>);
+        let target = Rc::clone(&next);
+        let at = Location::caller();
+        self.slot.set_consumer(
             Box::new(move |outcome, fired_at| {
                 let step = match catch_unwind(AssertUnwindSafe(|| f(outcome))) {
                     Ok(step) => step,
@@ -423,48 +615,13 @@ impl<T: 'static> Deferred<T> {
                 };
                 match step {
                     Step::Now(outcome) => target.set_result(outcome, fired_at),
-                    Step::Wait(inner) => target.wait_on(inner),
+                    Step::Wait(inner) => target.wait_on(inner.slot, at),
                 }
             }),
             &next,
+            at,
         );
-        next
-    }
-
-    /// Installs the consumer of this Deferred's result and runs it if the
-    /// result is there; if there already is a consumer, fails `next` instead.
-    #[track_caller]
-    fn set_consumer<U: 'static>(
-        &self,
-        callback: Box<dyn FnOnce(Outcome<T>, Option<&'static Location<'static>>)>,
-        next: &Deferred<U>,
-    ) {
-        {
-            let mut consumer = self.slot.consumer.borrow_mut();
-            if !matches!(*consumer, Consumer::Nobody | Consumer::Waker(_)) {
-                drop(consumer);
-                let already = AlreadyConsumed {
-                    created_at: self.slot.created_at,
-                };
-                next.set_result(Err(Failure::new(already)), Some(Location::caller()));
-                return;
-            }
-            *consumer = Consumer::Callback(callback);
-        }
-        self.dispatch();
-    }
-
-    /// Makes this (unfired) link fire with whatever `inner` fires with. The
-    /// inner result moves here, so a failure is logged (if at all) by the
-    /// outer chain, never twice.
-    #[track_caller]
-    fn wait_on(&self, inner: Deferred<T>) {
-        *self.slot.upstream.borrow_mut() = Some(Rc::downgrade(&inner.slot) as Weak<dyn Cancel>);
-        let target = self.clone();
-        inner.set_consumer(
-            Box::new(move |outcome, fired_at| target.set_result(outcome, fired_at)),
-            self,
-        );
+        Deferred { slot: next }
     }
 
     /// Adds a callback: `f` gets the value and returns the next link's
@@ -546,8 +703,7 @@ impl<T: 'static> Deferred<T> {
     /// ```
     /// use gyre_reactor::defer::{succeed, Deferred};
     ///
-    /// let inner: Deferred<u32> = Deferred::new();
-    /// let waiting = inner.clone();
+    /// let (inner, waiting) = Deferred::<u32>::new();
     /// let d = succeed(1).add_callback_deferred(move |_| waiting);
     /// assert!(!d.called());
     /// inner.callback(5).unwrap();
@@ -599,27 +755,25 @@ impl<T: 'static> Deferred<T> {
         self.link(move |outcome| Step::Wait(f(outcome)))
     }
 
-    /// Sends this Deferred's result into `other` (Twisted's `chainDeferred`);
-    /// cancelling `other` cancels this one. If `other` has already fired,
-    /// nothing is chained and the error says so (this Deferred keeps its
-    /// result).
+    /// Sends this Deferred's result into the Deferred that `other` fires
+    /// (Twisted's `chainDeferred`); cancelling that Deferred cancels this one
+    /// (after its own canceller, if it has one). If `other` has already
+    /// fired, nothing is chained and the error says so (this Deferred, and
+    /// its result, are dropped).
     ///
     /// ```
     /// use gyre_reactor::defer::{succeed, Deferred};
     ///
-    /// let outer: Deferred<u8> = Deferred::new();
-    /// succeed(9).chain_deferred(&outer).unwrap();
+    /// let (r, outer) = Deferred::<u8>::new();
+    /// succeed(9).chain_deferred(&r).unwrap();
     /// assert_eq!(outer.take_result().unwrap().unwrap(), 9);
     /// ```
     #[track_caller]
-    pub fn chain_deferred(self, other: &Deferred<T>) -> Result<(), AlreadyCalled> {
+    pub fn chain_deferred(self, other: &Resolver<T>) -> Result<(), AlreadyCalled> {
         if other.called() {
-            return Err(AlreadyCalled {
-                created_at: other.slot.created_at,
-                first_fired_at: other.slot.fired_at.get(),
-            });
+            return Err(other.slot.already_called());
         }
-        other.wait_on(self);
+        other.slot.wait_on(self.slot, Location::caller());
         Ok(())
     }
 
@@ -635,8 +789,8 @@ impl<T: 'static> Deferred<T> {
     /// use std::time::Duration;
     ///
     /// let clock = ManualClock::new();
-    /// let d: Deferred<()> = Deferred::new();
-    /// let timed = d.clone().add_timeout(&clock.clock(), Duration::from_secs(5));
+    /// let (_r, d) = Deferred::<()>::new();
+    /// let timed = d.add_timeout(&clock.clock(), Duration::from_secs(5));
     /// clock.advance(Duration::from_secs(5));
     /// assert!(timed.take_result().unwrap().unwrap_err().is::<TimedOut>());
     /// ```
@@ -648,7 +802,7 @@ impl<T: 'static> Deferred<T> {
         let timer = clock.call_later(timeout, move || {
             if let Some(slot) = to_cancel.upgrade() {
                 flag.set(true);
-                Deferred { slot }.cancel();
+                slot.cancel(Location::caller());
             }
         });
         self.add_both(move |outcome| {
@@ -671,7 +825,7 @@ impl<T: 'static> Future for Deferred<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
         let slot = &self.slot;
-        if let Some(outcome) = self.take_result() {
+        if let Some(outcome) = slot.take_result() {
             return Poll::Ready(outcome);
         }
         let mut consumer = slot.consumer.borrow_mut();
@@ -710,9 +864,7 @@ impl<T: 'static> fmt::Debug for Deferred<T> {
 /// ```
 #[track_caller]
 pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
-    let d = Deferred::at(Location::caller());
-    d.set_result(Ok(value), Some(Location::caller()));
-    d
+    Deferred::fired(Ok(value), Location::caller())
 }
 
 /// A Deferred that has already failed (Twisted's `fail`).
@@ -725,9 +877,7 @@ pub fn succeed<T: 'static>(value: T) -> Deferred<T> {
 /// ```
 #[track_caller]
 pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
-    let d = Deferred::at(Location::caller());
-    d.set_result(Err(failure.into()), Some(Location::caller()));
-    d
+    Deferred::fired(Err(failure.into()), Location::caller())
 }
 
 /// Calls `f` now and wraps what it returns in a fired Deferred; a panic
@@ -741,11 +891,9 @@ pub fn fail<T: 'static>(failure: impl Into<Failure>) -> Deferred<T> {
 /// ```
 #[track_caller]
 pub fn maybe_deferred<T: 'static>(f: impl FnOnce() -> Outcome<T>) -> Deferred<T> {
-    let d = Deferred::at(Location::caller());
     let outcome = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(outcome) => outcome,
         Err(payload) => Err(Failure::new(Panicked::from_payload(&*payload))),
     };
-    d.set_result(outcome, Some(Location::caller()));
-    d
+    Deferred::fired(outcome, Location::caller())
 }

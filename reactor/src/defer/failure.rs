@@ -128,8 +128,8 @@ impl Failure {
     /// ```
     /// use gyre_reactor::defer::{Deferred, Failure};
     ///
-    /// let d: Deferred<()> = Deferred::new();
-    /// d.errback(Failure::msg("x")).unwrap();
+    /// let (r, d) = Deferred::<()>::new();
+    /// r.errback(Failure::msg("x")).unwrap();
     /// let f = d.take_result().unwrap().unwrap_err();
     /// assert_eq!(f.created_at().unwrap().file(), file!());
     /// assert!(f.fired_at().is_some());
@@ -251,7 +251,8 @@ impl fmt::Display for TimedOut {
 
 impl Error for TimedOut {}
 
-/// A Deferred was fired a second time (Twisted's `AlreadyCalledError`).
+/// A Deferred was fired a second time (Twisted's `AlreadyCalledError`),
+/// through its [`Resolver`](super::Resolver).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlreadyCalled {
     /// Where it was created.

@@ -12,7 +12,7 @@ use std::error::Error;
 use std::fmt;
 use std::rc::Rc;
 
-use super::deferred::{Deferred, Outcome};
+use super::deferred::{Deferred, Outcome, Resolver};
 use super::failure::Failure;
 
 /// The Deferred at `index` failed first ([`DeferredList::fire_on_one_errback`],
@@ -22,9 +22,9 @@ use super::failure::Failure;
 /// ```
 /// use gyre_reactor::defer::{gather_results, Deferred, Failure, FirstError};
 ///
-/// let a: Deferred<u8> = Deferred::new();
-/// let b: Deferred<u8> = Deferred::new();
-/// let all = gather_results(vec![a.clone(), b.clone()]);
+/// let (_a, a_done) = Deferred::<u8>::new();
+/// let (b, b_done) = Deferred::<u8>::new();
+/// let all = gather_results(vec![a_done, b_done]);
 /// b.errback(Failure::msg("b broke")).unwrap();
 /// let err = all.take_result().unwrap().unwrap_err().downcast::<FirstError>().unwrap();
 /// assert_eq!(err.index, 1);
@@ -102,9 +102,9 @@ impl Error for FailureGroup {}
 /// ```
 /// use gyre_reactor::defer::{Deferred, DeferredList, Failure};
 ///
-/// let a: Deferred<&str> = Deferred::new();
-/// let b: Deferred<&str> = Deferred::new();
-/// let all = DeferredList::new(vec![a.clone(), b.clone()])
+/// let (a, a_done) = Deferred::<&str>::new();
+/// let (b, b_done) = Deferred::<&str>::new();
+/// let all = DeferredList::new(vec![a_done, b_done])
 ///     .consume_errors(true)
 ///     .into_deferred();
 /// b.errback(Failure::msg("no b")).unwrap();
@@ -154,9 +154,9 @@ impl<T: 'static> DeferredList<T> {
     /// ```
     /// use gyre_reactor::defer::{Deferred, DeferredList, Failure, FirstError};
     ///
-    /// let a: Deferred<()> = Deferred::new();
-    /// let b: Deferred<()> = Deferred::new();
-    /// let d = DeferredList::new(vec![a.clone(), b.clone()])
+    /// let (_a, a_done) = Deferred::<()>::new();
+    /// let (b, b_done) = Deferred::<()>::new();
+    /// let d = DeferredList::new(vec![a_done, b_done])
     ///     .fire_on_one_errback(true)
     ///     .consume_errors(true)
     ///     .into_deferred();
@@ -234,9 +234,9 @@ impl<T: 'static> DeferredList<T> {
     /// ```
     /// use gyre_reactor::defer::{Deferred, DeferredList};
     ///
-    /// let slow: Deferred<&str> = Deferred::new();
-    /// let fast: Deferred<&str> = Deferred::new();
-    /// let first = DeferredList::new(vec![slow.clone(), fast.clone()]).fire_on_one_callback();
+    /// let (slow, slow_done) = Deferred::<&str>::new();
+    /// let (fast, fast_done) = Deferred::<&str>::new();
+    /// let first = DeferredList::new(vec![slow_done, fast_done]).fire_on_one_callback();
     /// fast.callback("fast").unwrap();
     /// assert_eq!(first.take_result().unwrap().unwrap(), (1, "fast"));
     /// slow.callback("slow").unwrap(); // ignored
@@ -288,8 +288,8 @@ impl<T: 'static> DeferredList<T> {
 /// ```
 /// use gyre_reactor::defer::{gather_results, succeed, Deferred};
 ///
-/// let later: Deferred<u32> = Deferred::new();
-/// let all = gather_results(vec![succeed(1), later.clone(), succeed(3)]);
+/// let (later, later_done) = Deferred::<u32>::new();
+/// let all = gather_results(vec![succeed(1), later_done, succeed(3)]);
 /// later.callback(2).unwrap();
 /// assert_eq!(all.take_result().unwrap().unwrap(), [1, 2, 3]);
 /// ```
@@ -327,9 +327,9 @@ pub fn gather_results<T: 'static>(inputs: Vec<Deferred<T>>) -> Deferred<Vec<T>> 
 /// ```
 /// use gyre_reactor::defer::{race, Deferred};
 ///
-/// let a: Deferred<&str> = Deferred::new();
-/// let b: Deferred<&str> = Deferred::new();
-/// let winner = race(vec![a.clone(), b.clone()]);
+/// let (a, a_done) = Deferred::<&str>::new();
+/// let (b, b_done) = Deferred::<&str>::new();
+/// let winner = race(vec![a_done, b_done]);
 /// b.callback("b").unwrap();
 /// assert_eq!(winner.take_result().unwrap().unwrap(), (1, "b"));
 /// assert!(a.called()); // cancelled
@@ -403,13 +403,18 @@ struct Control {
 
 impl Control {
     /// Cancels every watched input except `except`, with no borrow held
-    /// (a cancel may run callbacks).
+    /// (a cancel may run callbacks, which may come back here and find the
+    /// list empty: this loop is cancelling them already).
     fn cancel_all(&self, except: Option<usize>) {
-        let links: Vec<Deferred<()>> = self.links.borrow().clone();
-        for (i, link) in links.into_iter().enumerate() {
+        let links = std::mem::take(&mut *self.links.borrow_mut());
+        for (i, link) in links.iter().enumerate() {
             if Some(i) != except {
                 link.cancel();
             }
+        }
+        let mut slot = self.links.borrow_mut();
+        if slot.is_empty() {
+            *slot = links;
         }
     }
 }
@@ -417,7 +422,7 @@ impl Control {
 struct Shared<S, U: 'static, F> {
     state: RefCell<S>,
     on_outcome: RefCell<F>,
-    output: Deferred<U>,
+    output: Resolver<U>,
     control: Rc<Control>,
     mode: Mode,
 }
@@ -440,7 +445,7 @@ where
     F: FnMut(&mut S, usize, Outcome<T>) -> Option<Outcome<U>> + 'static,
 {
     let control = Rc::new(Control::default());
-    let output: Deferred<U> = {
+    let (output, result) = {
         let control = Rc::clone(&control);
         Deferred::with_canceller(move |_| {
             control.cancelling.set(true);
@@ -449,12 +454,12 @@ where
     };
     if inputs.is_empty() {
         let _ = output.resolve(on_empty);
-        return output;
+        return result;
     }
     let shared = Rc::new(Shared {
         state: RefCell::new(state),
         on_outcome: RefCell::new(on_outcome),
-        output: output.clone(),
+        output,
         control: Rc::clone(&control),
         mode,
     });
@@ -472,7 +477,7 @@ where
         // watched: cancel those now.
         control.cancel_all(Some(winner));
     }
-    output
+    result
 }
 
 impl<S, U: 'static, F> Shared<S, U, F> {

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::deferred::{fail, Deferred, Outcome};
+use super::deferred::{fail, Deferred, Outcome, Resolver};
 use super::failure::Panicked;
 use crate::clock::{Clock, DelayedCall};
 
@@ -342,7 +342,7 @@ pub fn retry<T: 'static>(
     op: impl FnMut() -> Deferred<T> + 'static,
 ) -> Deferred<T> {
     let control = Rc::new(Control::default());
-    let result: Deferred<T> = {
+    let (result, returned) = {
         let control = Rc::clone(&control);
         Deferred::with_canceller(move |_| {
             control.cancelled.set(true);
@@ -360,11 +360,11 @@ pub fn retry<T: 'static>(
         clock: clock.clone(),
         state: RefCell::new(BackoffState::new(backoff)),
         op: RefCell::new(Box::new(op)),
-        result: result.clone(),
+        result,
         control,
     });
     Retry::attempt(&run);
-    result
+    returned
 }
 
 /// What the result's canceller shares with the retry loop (no reference to
@@ -390,7 +390,7 @@ struct Retry<T: 'static> {
     clock: Clock,
     state: RefCell<BackoffState>,
     op: RefCell<Box<dyn FnMut() -> Deferred<T>>>,
-    result: Deferred<T>,
+    result: Resolver<T>,
     control: Rc<Control>,
 }
 

@@ -1,18 +1,28 @@
-//! The per-thread run queue under every Deferred, and the local executor
-//! that runs `async` code as Deferreds.
+//! The per-thread queues under every Deferred and every task, and the local
+//! executor that runs `async` code as Deferreds.
 //!
-//! Deferred results move through a FIFO queue of jobs instead of nested
-//! calls, so a chain of any length, and 100,000 Deferreds each waiting on the
-//! next, complete in constant stack depth. The rule users see: an operation
-//! started outside any callback (firing a Deferred, adding a callback to a
-//! fired one) runs everything it makes runnable before it returns; the same
-//! operation inside a callback runs it right after that callback returns.
+//! Each thread has two queues:
 //!
-//! Futures spawned with [`ensure_deferred`](super::ensure_deferred) are kept
-//! in a thread-local table. Their wakers are `Send`: a wake on the home thread
-//! queues a poll here; a wake from another thread goes through a mutex-guarded
-//! list and a notifier that the reactor installs (its mio `Waker`), and the
-//! reactor moves those wakes into this queue on its own thread.
+//! - **Deferred chain jobs** (a fired Deferred handing its result to the next
+//!   link). They run synchronously, as in Twisted: an operation started
+//!   outside any callback (firing a Deferred, adding a callback to a fired
+//!   one) runs everything it makes runnable before it returns; the same
+//!   operation inside a callback runs it right after that callback returns.
+//!   Results move through a FIFO of jobs instead of nested calls, so a chain
+//!   of any length, and 100,000 Deferreds each waiting on the next, complete
+//!   in constant stack depth.
+//! - **Tasks** (futures spawned with [`ensure_deferred`](super::ensure_deferred)
+//!   or [`Reactor::spawn`](crate::Reactor::spawn)). Waking a task only
+//!   enqueues it; the reactor's loop polls tasks (once per iteration, for the
+//!   tasks queued when the iteration reached them), and so does
+//!   [`run_pending`] for code without a reactor. Nothing else polls a task:
+//!   never `callback()`, never a waker.
+//!
+//! Tasks are kept in a thread-local table. Their wakers are `Send`: a wake on
+//! the home thread queues a poll here; a wake from another thread goes
+//! through a mutex-guarded list and a notifier that the reactor installs (its
+//! mio `Waker`), and the reactor moves those wakes into this queue on its own
+//! thread.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -21,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::thread::{self, ThreadId};
 
-/// Something the run queue can run: a Deferred handing its result to its
+/// Something a queue can run: a Deferred handing its result to its
 /// consumer, or a task to poll.
 pub(crate) trait Job {
     fn run(self: Rc<Self>);
@@ -34,8 +44,14 @@ pub(crate) trait Job {
 }
 
 thread_local! {
+    /// Deferred chain jobs, drained synchronously.
     static QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
     static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// Tasks to poll, drained only by the loop or `run_pending`.
+    static TASK_QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
+    static POLLING_TASKS: Cell<bool> = const { Cell::new(false) };
+    /// Whether a reactor lives on this thread (one per thread).
+    static REACTOR_ALIVE: Cell<bool> = const { Cell::new(false) };
     static TASKS: RefCell<slab::Slab<TaskEntry>> = const { RefCell::new(slab::Slab::new()) };
     static NEXT_GENERATION: Cell<u64> = const { Cell::new(1) };
     static REMOTE: Arc<RemoteWakes> = Arc::new(RemoteWakes::default());
@@ -76,22 +92,23 @@ pub(crate) fn drop_later(value: Box<dyn std::any::Any>) {
     }
 }
 
-/// Queues a job, and runs the queue unless it is already running further up
-/// the stack.
+/// Queues a Deferred chain job, and runs the chain queue unless it is
+/// already running further up the stack.
 pub(crate) fn schedule(job: Rc<dyn Job>) {
     QUEUE.with(|q| q.borrow_mut().push_back(job));
     drain();
 }
 
-/// Queues a job without running the queue (used by wakers, which may be
-/// called while their caller holds borrows of its own).
-fn enqueue(job: Rc<dyn Job>) {
-    QUEUE.with(|q| q.borrow_mut().push_back(job));
+/// Queues a task poll without running anything (wakers may be called while
+/// their caller holds borrows of its own: the loop polls the task later).
+pub(crate) fn enqueue_task(task: Rc<dyn Job>) {
+    TASK_QUEUE.with(|q| q.borrow_mut().push_back(task));
 }
 
-/// Runs queued jobs until the queue is empty, unless a drain is already in
-/// progress on this thread (then that one will get to them).
-pub fn drain() {
+/// Runs queued Deferred chain jobs until that queue is empty, unless a drain
+/// is already in progress on this thread (then that one will get to them).
+/// Tasks are not polled here.
+pub(crate) fn drain() {
     if DRAINING.with(|d| d.replace(true)) {
         return;
     }
@@ -107,24 +124,102 @@ pub fn drain() {
     }
 }
 
-/// Whether jobs are waiting in this thread's run queue.
-pub fn has_pending() -> bool {
-    QUEUE.with(|q| !q.borrow().is_empty())
+/// Runs chain jobs, then polls the tasks that are queued now (not those
+/// woken meanwhile: they wait for the next call), running the chain jobs
+/// each poll makes runnable. Returns whether anything is still queued.
+/// Does nothing inside a Deferred callback or a task poll.
+///
+/// The reactor calls this once per loop iteration.
+pub(crate) fn run_tasks() -> bool {
+    if DRAINING.with(Cell::get) || POLLING_TASKS.with(|p| p.replace(true)) {
+        return has_pending();
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            POLLING_TASKS.with(|p| p.set(false));
+        }
+    }
+    let _reset = Reset;
+    drain();
+    let n = TASK_QUEUE.with(|q| q.borrow().len());
+    for _ in 0..n {
+        let Some(task) = TASK_QUEUE.with(|q| q.borrow_mut().pop_front()) else {
+            break;
+        };
+        task.run();
+        drain();
+    }
+    has_pending()
 }
 
-/// Moves wakes that arrived from other threads into the run queue and runs
-/// it. The reactor calls this when its notifier fired.
-pub fn run_remote_wakes() {
+/// Runs everything runnable on this thread now: Deferred chain jobs, and
+/// task polls (futures from [`ensure_deferred`](super::ensure_deferred) and
+/// [`Reactor::spawn`](crate::Reactor::spawn)), until both queues are empty.
+///
+/// A running reactor does this itself on every loop iteration. Code with no
+/// reactor running (tests, synchronous programs) calls it after waking or
+/// spawning a task. A task that wakes itself on every poll keeps this
+/// running. Called inside a Deferred callback or a task poll, it does
+/// nothing: tasks are never polled on the stack of code that fires them.
+///
+/// ```
+/// use gyre_reactor::defer::{ensure_deferred, run_pending, Deferred};
+///
+/// let (r, d) = Deferred::<u32>::new();
+/// let task = ensure_deferred(async move { Ok(d.await? + 1) });
+/// r.callback(1).unwrap();
+/// assert!(!task.called(), "waking a task only enqueues it");
+/// run_pending();
+/// assert_eq!(task.take_result().unwrap().unwrap(), 2);
+/// ```
+pub fn run_pending() {
+    while run_tasks() {
+        if DRAINING.with(Cell::get) || POLLING_TASKS.with(Cell::get) {
+            return;
+        }
+    }
+}
+
+/// Whether Deferred chain jobs or task polls are waiting on this thread.
+///
+/// ```
+/// use gyre_reactor::defer::{ensure_deferred, has_pending, run_pending};
+///
+/// let d = ensure_deferred(async { Ok(1) });
+/// assert!(has_pending(), "the first poll is queued");
+/// run_pending();
+/// assert!(!has_pending());
+/// assert!(d.called());
+/// ```
+pub fn has_pending() -> bool {
+    QUEUE.with(|q| !q.borrow().is_empty()) || TASK_QUEUE.with(|q| !q.borrow().is_empty())
+}
+
+/// Claims this thread for a reactor; `false` if a reactor already lives
+/// here (one reactor per thread). [`release_thread`] gives the claim back.
+pub(crate) fn claim_thread() -> bool {
+    !REACTOR_ALIVE.with(|a| a.replace(true))
+}
+
+/// Gives back the claim of [`claim_thread`] (the reactor is dropped).
+pub(crate) fn release_thread() {
+    let _ = REACTOR_ALIVE.try_with(|a| a.set(false));
+}
+
+/// Moves wakes that arrived from other threads into the task queue (the
+/// loop polls them later in its iteration). The reactor calls this when its
+/// notifier fired.
+pub(crate) fn run_remote_wakes() {
     let ids = REMOTE.with(|r| r.take());
     for id in ids {
         wake_local(id);
     }
-    drain();
 }
 
 /// Installs the function that tells this thread's event loop that another
 /// thread woke one of its tasks (the reactor passes its mio `Waker`).
-pub fn set_remote_notifier(notify: Option<Arc<dyn Fn() + Send + Sync>>) {
+pub(crate) fn set_remote_notifier(notify: Option<Arc<dyn Fn() + Send + Sync>>) {
     REMOTE.with(|r| {
         if let Ok(mut slot) = r.notifier.lock() {
             *slot = notify;
@@ -196,7 +291,7 @@ fn wake_local(id: TaskId) {
     });
     if let Some(task) = task {
         if task.mark_scheduled() {
-            enqueue(task);
+            enqueue_task(task);
         }
     }
 }

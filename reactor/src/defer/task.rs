@@ -4,33 +4,34 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use super::deferred::{Deferred, Outcome};
+use super::deferred::{Deferred, Outcome, Resolver};
 use super::failure::{Failure, Panicked};
 use super::runner::{self, Job, TaskId};
 
 /// Runs a future as a Deferred (Twisted's `ensureDeferred` /
-/// `Deferred.fromCoroutine`): the future is polled at once, up to its first
-/// pending `.await`, and then whenever it is woken, always on this thread.
-/// Its output fires the returned Deferred. Cancelling that Deferred drops the
-/// future. A panic while
-/// polling becomes a [`Panicked`] failure.
+/// `Deferred.fromCoroutine`), always on this thread. Its output fires the
+/// returned Deferred. Cancelling that Deferred drops the future. A panic
+/// while polling becomes a [`Panicked`] failure.
 ///
-/// Wakes from this thread run at once (or right after the current callback);
-/// wakes from other threads need a reactor running on this thread, which
-/// picks them up through its waker.
+/// The future is not polled here: like tokio's `spawn`, this only queues its
+/// first poll. Waking it later only queues it too. The reactor's loop polls
+/// queued tasks on every iteration; code without a running reactor calls
+/// [`run_pending`](super::run_pending). Wakes from other threads need a
+/// reactor running on this thread, which picks them up through its waker.
 ///
 /// ```
-/// use gyre_reactor::defer::{ensure_deferred, Deferred};
+/// use gyre_reactor::defer::{ensure_deferred, run_pending, Deferred};
 ///
-/// let a: Deferred<u32> = Deferred::new();
-/// let b: Deferred<u32> = Deferred::new();
-/// let (a2, b2) = (a.clone(), b.clone());
-/// let sum = ensure_deferred(async move { Ok(a2.await? + b2.await?) });
+/// let (a, a_done) = Deferred::<u32>::new();
+/// let (b, b_done) = Deferred::<u32>::new();
+/// let sum = ensure_deferred(async move { Ok(a_done.await? + b_done.await?) });
 /// a.callback(1).unwrap();
 /// b.callback(2).unwrap();
+/// assert!(!sum.called(), "not polled yet");
+/// run_pending();
 /// assert_eq!(sum.take_result().unwrap().unwrap(), 3);
 /// ```
 #[track_caller]
@@ -39,27 +40,28 @@ where
     T: 'static,
     F: Future<Output = Outcome<T>> + 'static,
 {
+    let cell: Rc<RefCell<Option<Weak<Task<T>>>>> = Rc::default();
+    let for_cancel = Rc::clone(&cell);
+    // The canceller drops the future; the Deferred then fails with
+    // `Cancelled` (the task never fires it after a cancel).
+    let (resolver, deferred) = Deferred::with_canceller(move |_r| {
+        let task = for_cancel.borrow_mut().take().and_then(|w| w.upgrade());
+        if let Some(task) = task {
+            task.cancel();
+        }
+    });
     let task = Rc::new(Task {
         future: RefCell::new(Some(Box::pin(future))),
-        result: Deferred::new(),
+        result: resolver,
         id: Cell::new(None),
         waker: RefCell::new(None),
         state: Cell::new(State::Scheduled),
     });
+    *cell.borrow_mut() = Some(Rc::downgrade(&task));
     let (id, waker) = runner::register_task(Rc::clone(&task) as Rc<dyn Job>);
     task.id.set(Some(id));
     *task.waker.borrow_mut() = Some(waker);
-    let weak = Rc::downgrade(&task);
-    let deferred: Deferred<T> = Deferred::with_canceller(move |_d| {
-        if let Some(task) = weak.upgrade() {
-            task.cancel();
-        }
-    });
-    // The task fires `result`; the caller gets `deferred`, whose canceller
-    // drops the future.
-    // `deferred` is new, so chaining into it cannot fail.
-    let _ = task.result.clone().chain_deferred(&deferred);
-    runner::schedule(task as Rc<dyn Job>);
+    runner::enqueue_task(task as Rc<dyn Job>);
     deferred
 }
 
@@ -78,7 +80,7 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = Outcome<T>>>>;
 
 struct Task<T: 'static> {
     future: RefCell<Option<LocalFuture<T>>>,
-    result: Deferred<T>,
+    result: Resolver<T>,
     id: Cell<Option<TaskId>>,
     waker: RefCell<Option<Waker>>,
     state: Cell<State>,

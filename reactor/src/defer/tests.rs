@@ -81,6 +81,11 @@ fn failure<T: std::fmt::Debug>(d: &Deferred<T>) -> Failure {
         .expect_err("the Deferred failed")
 }
 
+/// `n` unfired Deferreds: their resolvers, and the Deferreds.
+fn pending<T: 'static>(n: usize) -> (Vec<Resolver<T>>, Vec<Deferred<T>>) {
+    (0..n).map(|_| Deferred::new()).unzip()
+}
+
 /// A shared list the closures of a test append to.
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
@@ -99,12 +104,11 @@ fn bump(c: &Rc<Cell<u32>>) {
 /// which has not fired; once it fires with R, `second`'s next callback gets R.
 #[test]
 fn asynchronous_implicit_chain() {
-    let first: Deferred<&str> = Deferred::new();
-    let second: Deferred<()> = Deferred::new();
+    let (first, f) = Deferred::<&str>::new();
+    let (second, second_d) = Deferred::<()>::new();
     let seen: Log<&str> = Rc::default();
-    let (f, s) = (first.clone(), seen.clone());
-    let tail = second
-        .clone()
+    let s = seen.clone();
+    let tail = second_d
         .add_callback_deferred(move |()| f)
         .add_callback(move |r| {
             s.borrow_mut().push(r);
@@ -116,8 +120,6 @@ fn asynchronous_implicit_chain() {
     first.callback("R").unwrap();
     assert_eq!(*seen.borrow(), ["R"]);
     assert_eq!(value(&tail), 1);
-    // The result moved into the outer chain: `first` has nothing left.
-    assert!(first.take_result().is_none());
 }
 
 /// test_synchronousImplicitChain: a callback returning an already-fired
@@ -125,15 +127,12 @@ fn asynchronous_implicit_chain() {
 #[test]
 fn synchronous_implicit_chain_steals_result() {
     let first = succeed("R");
-    let second: Deferred<()> = Deferred::new();
-    let f = first.clone();
-    let tail = second
-        .clone()
-        .add_callback_deferred(move |()| f)
+    let (second, second_d) = Deferred::<()>::new();
+    let tail = second_d
+        .add_callback_deferred(move |()| first)
         .add_callback(|r| Ok(format!("got {r}")));
     second.callback(()).unwrap();
     assert_eq!(value(&tail), "got R");
-    assert!(first.take_result().is_none(), "the outer chain stole it");
 }
 
 /// An inner Deferred's failure reaches the outer chain's errback and is not
@@ -142,13 +141,11 @@ fn synchronous_implicit_chain_steals_result() {
 fn inner_failure_reaches_outer_errback_and_logs_at_most_once() {
     capture_logs();
     {
-        let inner: Deferred<u32> = Deferred::new();
-        let outer: Deferred<()> = Deferred::new();
-        let i = inner.clone();
+        let (inner, i) = Deferred::<u32>::new();
+        let (outer, outer_d) = Deferred::<()>::new();
         let seen: Log<String> = Rc::default();
         let s = seen.clone();
-        let handled = outer
-            .clone()
+        let handled = outer_d
             .add_callback_deferred(move |()| i)
             .add_errback(move |f| {
                 s.borrow_mut().push(f.to_string());
@@ -162,10 +159,9 @@ fn inner_failure_reaches_outer_errback_and_logs_at_most_once() {
     assert!(error_logs().is_empty(), "handled: {:?}", error_logs());
 
     {
-        let inner: Deferred<u32> = Deferred::new();
-        let outer: Deferred<()> = Deferred::new();
-        let i = inner.clone();
-        let tail = outer.clone().add_callback_deferred(move |()| i);
+        let (inner, i) = Deferred::<u32>::new();
+        let (outer, outer_d) = Deferred::<()>::new();
+        let tail = outer_d.add_callback_deferred(move |()| i);
         outer.callback(()).unwrap();
         inner.errback(Failure::msg("inner boom")).unwrap();
         assert!(tail.called());
@@ -183,9 +179,9 @@ fn inner_failure_reaches_outer_errback_and_logs_at_most_once() {
 fn callback_added_by_running_callback_runs_after_it() {
     let order: Log<u32> = Rc::default();
     let tail: Rc<RefCell<Option<Deferred<()>>>> = Rc::default();
-    let d: Deferred<()> = Deferred::new();
+    let (d, first) = Deferred::<()>::new();
     let (o, t) = (order.clone(), tail.clone());
-    let after_cb1 = d.clone().add_callback(move |()| {
+    let after_cb1 = first.add_callback(move |()| {
         o.borrow_mut().push(1);
         let current = t.borrow_mut().take().expect("tail is set");
         let o3 = o.clone();
@@ -218,24 +214,23 @@ fn hundred_thousand_nested_deferreds_do_not_grow_the_stack() {
         .name("bounded-stack".into())
         .stack_size(256 * 1024)
         .spawn(|| {
-            let top: Deferred<()> = Deferred::new();
-            let inners: Vec<Deferred<()>> = (0..N).map(|_| Deferred::new()).collect();
-            let last: Deferred<u64> = Deferred::new();
+            let (top, top_d) = Deferred::<()>::new();
+            let (inners, mut inner_ds) = pending::<()>(N);
+            let (last, l) = Deferred::<u64>::new();
             // Link i is inner i with a callback returning link i + 1; the
             // last link's callback returns `last`.
-            let mut next = {
-                let l = last.clone();
-                inners[N - 1].clone().add_callback_deferred(move |()| l)
+            let mut next = match inner_ds.pop() {
+                Some(d) => d.add_callback_deferred(move |()| l),
+                None => unreachable!("N > 0"),
             };
-            for inner in inners[..N - 1].iter().rev() {
+            while let Some(inner) = inner_ds.pop() {
                 let n = next;
-                next = inner.clone().add_callback_deferred(move |()| n);
+                next = inner.add_callback_deferred(move |()| n);
             }
             let seen: Rc<Cell<Option<u64>>> = Rc::default();
             let s = seen.clone();
             let first = next;
-            let end = top
-                .clone()
+            let end = top_d
                 .add_callback_deferred(move |()| first)
                 .add_callback(move |v| {
                     s.set(Some(v));
@@ -261,7 +256,7 @@ fn hundred_thousand_nested_deferreds_do_not_grow_the_stack() {
 /// Deferred was created and first fired.
 #[test]
 fn double_fire_is_already_called() {
-    fn fire(d: &Deferred<u8>, ok: bool) -> Result<(), AlreadyCalled> {
+    fn fire(d: &Resolver<u8>, ok: bool) -> Result<(), AlreadyCalled> {
         if ok {
             d.callback(1)
         } else {
@@ -274,10 +269,10 @@ fn double_fire_is_already_called() {
         (false, true, "errback, callback"),
         (false, false, "errback, errback"),
     ] {
-        let d: Deferred<u8> = Deferred::new();
+        let (r, d) = Deferred::<u8>::new();
         let created = line!() - 1;
-        fire(&d, first).unwrap();
-        let e = fire(&d, second).expect_err(name);
+        fire(&r, first).unwrap();
+        let e = fire(&r, second).expect_err(name);
         assert_eq!(e.created_at.line(), created, "{name}");
         assert_eq!(e.created_at.file(), file!());
         assert!(e.first_fired_at.is_some(), "{name}");
@@ -292,22 +287,22 @@ fn double_fire_is_already_called() {
 /// error.
 #[test]
 fn cancel_without_canceller() {
-    let d: Deferred<u8> = Deferred::new();
+    let (r, d) = Deferred::<u8>::new();
     d.cancel();
     assert!(d.called());
-    assert_eq!(d.callback(1), Ok(()), "one late fire is swallowed");
-    assert!(d.callback(2).is_err(), "a second is not");
+    assert!(r.called());
+    assert_eq!(r.callback(1), Ok(()), "one late fire is swallowed");
+    assert!(r.callback(2).is_err(), "a second is not");
     assert!(failure(&d).is::<Cancelled>());
 }
 
 /// A canceller that fires the Deferred decides its result.
 #[test]
 fn canceller_that_fires_wins() {
-    let d: Deferred<&str> = Deferred::with_canceller(|d| d.callback("partial").unwrap());
+    let (_r, d) = Deferred::<&str>::with_canceller(|r| r.callback("partial").unwrap());
     d.cancel();
     assert_eq!(value(&d), "partial");
-    let d: Deferred<&str> =
-        Deferred::with_canceller(|d| d.errback(Failure::msg("aborted")).unwrap());
+    let (_r, d) = Deferred::<&str>::with_canceller(|r| r.errback(Failure::msg("aborted")).unwrap());
     d.cancel();
     assert_eq!(failure(&d).to_string(), "aborted");
 }
@@ -319,11 +314,9 @@ fn canceller_that_fires_wins() {
 fn outer_cancel_reaches_inner_canceller_once() {
     let calls = counter();
     let c = calls.clone();
-    let inner: Deferred<u8> = Deferred::with_canceller(move |_| bump(&c));
-    let outer: Deferred<()> = Deferred::new();
-    let i = inner.clone();
-    let waiting = outer
-        .clone()
+    let (inner, i) = Deferred::<u8>::with_canceller(move |_| bump(&c));
+    let (outer, outer_d) = Deferred::<()>::new();
+    let waiting = outer_d
         .add_callback_deferred(move |()| i)
         .add_callback(|v| Ok(v + 1));
     outer.callback(()).unwrap();
@@ -342,8 +335,8 @@ fn outer_cancel_reaches_inner_canceller_once() {
 fn cancel_after_fire_is_a_noop() {
     let calls = counter();
     let c = calls.clone();
-    let d: Deferred<u8> = Deferred::with_canceller(move |_| bump(&c));
-    d.callback(3).unwrap();
+    let (r, d) = Deferred::<u8>::with_canceller(move |_| bump(&c));
+    r.callback(3).unwrap();
     d.cancel();
     assert_eq!(calls.get(), 0);
     assert_eq!(value(&d), 3);
@@ -354,7 +347,7 @@ fn cancel_after_fire_is_a_noop() {
 fn repeated_cancel_calls_canceller_once() {
     let calls = counter();
     let c = calls.clone();
-    let d: Deferred<u8> = Deferred::with_canceller(move |_| bump(&c));
+    let (_r, d) = Deferred::<u8>::with_canceller(move |_| bump(&c));
     d.cancel();
     d.cancel();
     d.cancel();
@@ -368,8 +361,8 @@ fn repeated_cancel_calls_canceller_once() {
 #[test]
 fn add_timeout_times_out() {
     let clock = ManualClock::new();
-    let d: Deferred<u8> = Deferred::new();
-    let timed = d.clone().add_timeout(&clock.clock(), secs(10));
+    let (r, d) = Deferred::<u8>::new();
+    let timed = d.add_timeout(&clock.clock(), secs(10));
     clock.advance(ms(9_999));
     assert!(!timed.called());
     clock.advance(ms(1));
@@ -377,16 +370,17 @@ fn add_timeout_times_out() {
     assert_eq!(f.downcast_ref::<TimedOut>(), Some(&TimedOut(secs(10))));
     assert!(f.history().any(|e| e.is::<Cancelled>()));
     assert!(clock.pending_calls().is_empty());
+    assert!(r.called(), "the input was cancelled");
 }
 
 #[test]
 fn add_timeout_success_first_leaves_no_timer() {
     let clock = ManualClock::new();
-    let d: Deferred<u8> = Deferred::new();
-    let timed = d.clone().add_timeout(&clock.clock(), secs(10));
+    let (r, d) = Deferred::<u8>::new();
+    let timed = d.add_timeout(&clock.clock(), secs(10));
     assert_eq!(clock.pending_calls().len(), 1);
     clock.advance(secs(5));
-    d.callback(4).unwrap();
+    r.callback(4).unwrap();
     assert!(clock.pending_calls().is_empty());
     clock.advance(secs(10));
     assert_eq!(value(&timed), 4);
@@ -397,11 +391,10 @@ fn add_timeout_success_first_leaves_no_timer() {
 #[test]
 fn errback_before_timeout_sees_cancelled() {
     let clock = ManualClock::new();
-    let d: Deferred<u8> = Deferred::new();
+    let (r, d) = Deferred::<u8>::new();
     let seen: Log<bool> = Rc::default();
     let s = seen.clone();
     let timed = d
-        .clone()
         .add_errback(move |f| {
             s.borrow_mut().push(f.is::<Cancelled>());
             Err(f)
@@ -410,7 +403,7 @@ fn errback_before_timeout_sees_cancelled() {
     clock.advance(secs(1));
     assert_eq!(*seen.borrow(), [true]);
     assert!(failure(&timed).is::<TimedOut>());
-    assert!(d.called());
+    assert!(r.called());
 }
 
 // ---------------------------------------------------------------------------
@@ -419,8 +412,8 @@ fn errback_before_timeout_sees_cancelled() {
 #[test]
 fn deferred_list_mixed_outcomes_in_input_order() {
     capture_logs();
-    let ds: Vec<Deferred<u32>> = (0..3).map(|_| Deferred::new()).collect();
-    let list = DeferredList::new(ds.clone())
+    let (ds, inputs) = pending::<u32>(3);
+    let list = DeferredList::new(inputs)
         .consume_errors(true)
         .into_deferred();
     ds[2].callback(30).unwrap();
@@ -451,8 +444,8 @@ fn deferred_list_empty_fires_at_once() {
 #[test]
 fn deferred_list_fire_on_one_errback() {
     capture_logs();
-    let ds: Vec<Deferred<u32>> = (0..3).map(|_| Deferred::new()).collect();
-    let list = DeferredList::new(ds.clone())
+    let (ds, inputs) = pending::<u32>(3);
+    let list = DeferredList::new(inputs)
         .fire_on_one_errback(true)
         .into_deferred();
     ds[0].callback(1).unwrap();
@@ -472,8 +465,8 @@ fn deferred_list_fire_on_one_errback() {
 #[test]
 fn deferred_list_consume_errors_logs_nothing() {
     capture_logs();
-    let ds: Vec<Deferred<u32>> = (0..2).map(|_| Deferred::new()).collect();
-    let list = DeferredList::new(ds.clone())
+    let (ds, inputs) = pending::<u32>(2);
+    let list = DeferredList::new(inputs)
         .fire_on_one_errback(true)
         .consume_errors(true)
         .into_deferred();
@@ -486,8 +479,8 @@ fn deferred_list_consume_errors_logs_nothing() {
 
 #[test]
 fn deferred_list_fire_on_one_callback() {
-    let ds: Vec<Deferred<&str>> = (0..3).map(|_| Deferred::new()).collect();
-    let first = DeferredList::new(ds.clone())
+    let (ds, inputs) = pending::<&str>(3);
+    let first = DeferredList::new(inputs)
         .consume_errors(true)
         .fire_on_one_callback();
     ds[0].errback(Failure::msg("zero")).unwrap();
@@ -497,8 +490,8 @@ fn deferred_list_fire_on_one_callback() {
     assert!(!ds[1].called(), "the others are not cancelled");
 
     // None succeeds: a FailureGroup in input order.
-    let ds: Vec<Deferred<&str>> = (0..2).map(|_| Deferred::new()).collect();
-    let first = DeferredList::new(ds.clone())
+    let (ds, inputs) = pending::<&str>(2);
+    let first = DeferredList::new(inputs)
         .consume_errors(true)
         .fire_on_one_callback();
     ds[1].errback(Failure::msg("one")).unwrap();
@@ -513,27 +506,27 @@ fn deferred_list_fire_on_one_callback() {
 fn deferred_list_cancel_cancels_pending_inputs() {
     let calls = counter();
     let c = calls.clone();
-    let pending: Deferred<u8> = Deferred::with_canceller(move |_| bump(&c));
-    let list = DeferredList::new(vec![succeed(1), pending.clone()]).into_deferred();
+    let (waiting, waiting_d) = Deferred::<u8>::with_canceller(move |_| bump(&c));
+    let list = DeferredList::new(vec![succeed(1), waiting_d]).into_deferred();
     list.cancel();
     assert_eq!(calls.get(), 1);
-    assert!(pending.called());
+    assert!(waiting.called());
     assert!(failure(&list).is::<Cancelled>());
 }
 
 #[test]
 fn gather_results_values_and_first_error() {
     capture_logs();
-    let ds: Vec<Deferred<u32>> = (0..3).map(|_| Deferred::new()).collect();
-    let all = gather_results(ds.clone());
+    let (ds, inputs) = pending::<u32>(3);
+    let all = gather_results(inputs);
     assert_eq!(all.created_at().line(), line!() - 1, "names the caller");
     for (i, d) in ds.iter().enumerate().rev() {
         d.callback(i as u32 * 10).unwrap();
     }
     assert_eq!(value(&all), [0, 10, 20]);
 
-    let ds: Vec<Deferred<u32>> = (0..3).map(|_| Deferred::new()).collect();
-    let all = gather_results(ds.clone());
+    let (ds, inputs) = pending::<u32>(3);
+    let all = gather_results(inputs);
     ds[0].callback(0).unwrap();
     ds[1].errback(Failure::msg("middle")).unwrap();
     let first = failure(&all).downcast::<FirstError>().unwrap();
@@ -553,13 +546,13 @@ fn gather_results_values_and_first_error() {
 fn race_first_success_wins_and_cancels_the_rest() {
     capture_logs();
     let cancels = counter();
-    let ds: Vec<Deferred<u32>> = (0..3)
+    let (ds, inputs): (Vec<_>, Vec<_>) = (0..3)
         .map(|_| {
             let c = cancels.clone();
-            Deferred::with_canceller(move |_| bump(&c))
+            Deferred::<u32>::with_canceller(move |_| bump(&c))
         })
-        .collect();
-    let winner = race(ds.clone());
+        .unzip();
+    let winner = race(inputs);
     ds[0].errback(Failure::msg("lost anyway")).unwrap();
     assert!(!winner.called());
     ds[1].callback(11).unwrap();
@@ -573,14 +566,14 @@ fn race_first_success_wins_and_cancels_the_rest() {
     // cancelled too.
     let cancels = counter();
     let c = cancels.clone();
-    let pending: Deferred<u32> = Deferred::with_canceller(move |_| bump(&c));
-    let winner = race(vec![succeed(5), pending.clone()]);
+    let (waiting, waiting_d) = Deferred::<u32>::with_canceller(move |_| bump(&c));
+    let winner = race(vec![succeed(5), waiting_d]);
     assert_eq!(value(&winner), (0, 5));
     assert_eq!(cancels.get(), 1);
-    assert!(pending.called());
+    assert!(waiting.called());
 
-    let ds: Vec<Deferred<u32>> = (0..2).map(|_| Deferred::new()).collect();
-    let winner = race(ds.clone());
+    let (ds, inputs) = pending::<u32>(2);
+    let winner = race(inputs);
     ds[1].errback(Failure::msg("b")).unwrap();
     ds[0].errback(Failure::msg("a")).unwrap();
     let group = failure(&winner).downcast::<FailureGroup>().unwrap();
@@ -588,13 +581,13 @@ fn race_first_success_wins_and_cancels_the_rest() {
     assert_eq!(texts, ["a", "b"]);
 
     let cancels = counter();
-    let ds: Vec<Deferred<u32>> = (0..2)
+    let (_ds, inputs): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| {
             let c = cancels.clone();
-            Deferred::with_canceller(move |_| bump(&c))
+            Deferred::<u32>::with_canceller(move |_| bump(&c))
         })
-        .collect();
-    let winner = race(ds.clone());
+        .unzip();
+    let winner = race(inputs);
     winner.cancel();
     assert_eq!(cancels.get(), 2);
     assert!(failure(&winner).is::<Cancelled>());
@@ -608,11 +601,12 @@ fn race_first_success_wins_and_cancels_the_rest() {
 #[test]
 fn unhandled_failure_logged_once_with_creation_location() {
     capture_logs();
-    let d: Deferred<u8> = Deferred::new();
+    let (r, d) = Deferred::<u8>::new();
     let created = line!() - 1;
-    d.errback(Failure::msg("nobody listens")).unwrap();
-    let other_handle = d.clone();
+    r.errback(Failure::msg("nobody listens")).unwrap();
+    let other_handle = r.clone();
     drop(d);
+    drop(r);
     assert!(error_logs().is_empty(), "not while a handle is alive");
     drop(other_handle);
     let logs = error_logs();
@@ -805,11 +799,11 @@ fn looping_call_failure_stops_it() {
 #[test]
 fn looping_call_waits_for_returned_deferred() {
     let clock = ManualClock::new();
-    let pending: Log<Deferred<()>> = Rc::default();
+    let pending: Log<Resolver<()>> = Rc::default();
     let p = pending.clone();
     let lc = LoopingCall::new_deferred(&clock.clock(), move || {
-        let d = Deferred::new();
-        p.borrow_mut().push(d.clone());
+        let (r, d) = Deferred::new();
+        p.borrow_mut().push(r);
         d
     });
     let t0 = clock.now();
@@ -879,7 +873,7 @@ fn defer_later_cancel_leaves_no_pending_call() {
     assert_eq!(ran.get(), 0);
 
     let nap = sleep(&clock.clock(), secs(1));
-    let waiting = nap.clone().add_callback(|()| Ok("woke"));
+    let waiting = nap.add_callback(|()| Ok("woke"));
     clock.advance(secs(1));
     assert_eq!(value(&waiting), "woke");
 }
@@ -889,9 +883,9 @@ fn defer_later_cancel_leaves_no_pending_call() {
 
 #[test]
 fn async_awaits_three_deferreds_in_sequence() {
-    let ds: Vec<Deferred<u32>> = (0..3).map(|_| Deferred::new()).collect();
+    let (ds, inputs) = pending::<u32>(3);
     let steps: Log<u32> = Rc::default();
-    let (inputs, s) = (ds.clone(), steps.clone());
+    let s = steps.clone();
     let d = ensure_deferred(async move {
         let mut total = 0;
         for input in inputs {
@@ -902,18 +896,21 @@ fn async_awaits_three_deferreds_in_sequence() {
         Ok(total)
     });
     assert!(!d.called());
+    run_pending();
     ds[0].callback(1).unwrap();
+    assert!(steps.borrow().is_empty(), "firing only wakes the task");
+    run_pending();
     assert_eq!(*steps.borrow(), [1]);
     ds[1].callback(2).unwrap();
     ds[2].callback(3).unwrap();
+    run_pending();
     assert_eq!(*steps.borrow(), [1, 2, 3]);
     assert_eq!(value(&d), 6);
 }
 
 #[test]
 fn async_question_mark_failure_reaches_errback() {
-    let input: Deferred<u32> = Deferred::new();
-    let i = input.clone();
+    let (input, i) = Deferred::<u32>::new();
     let after: Rc<Cell<bool>> = Rc::default();
     let a = after.clone();
     let d = ensure_deferred(async move {
@@ -928,6 +925,7 @@ fn async_question_mark_failure_reaches_errback() {
         Ok(0)
     });
     input.errback(Failure::msg("fetch failed")).unwrap();
+    run_pending();
     assert_eq!(*seen.borrow(), ["fetch failed"]);
     assert!(!after.get(), "`?` returned early");
     assert_eq!(value(&handled), 0);
@@ -943,13 +941,13 @@ fn cancelling_ensure_deferred_drops_the_future() {
     }
     let dropped: Rc<Cell<bool>> = Rc::default();
     let guard = DropFlag(dropped.clone());
-    let never: Deferred<u32> = Deferred::new();
-    let n = never.clone();
+    let (never, n) = Deferred::<u32>::new();
     let d = ensure_deferred(async move {
         let _guard = guard;
         let v = n.await?;
         Ok(v)
     });
+    run_pending();
     assert!(!dropped.get());
     d.cancel();
     assert!(dropped.get());
@@ -1056,12 +1054,12 @@ fn retry_cancel_cancels_pending_attempt() {
     let clock = ManualClock::new();
     let cancels = counter();
     // The operations in progress (whoever would fire them holds them).
-    let in_progress: Log<Deferred<u8>> = Rc::default();
+    let in_progress: Log<Resolver<u8>> = Rc::default();
     let (c, p) = (cancels.clone(), in_progress.clone());
     let d = retry(&clock.clock(), exact_backoff(), move || {
         let c = c.clone();
-        let attempt = Deferred::with_canceller(move |_| bump(&c));
-        p.borrow_mut().push(attempt.clone());
+        let (r, attempt) = Deferred::with_canceller(move |_| bump(&c));
+        p.borrow_mut().push(r);
         attempt
     });
     assert_eq!(in_progress.borrow().len(), 1);
@@ -1082,8 +1080,8 @@ fn dropping_a_long_unfired_chain_does_not_overflow_the_stack() {
         .name("bounded-stack-drop".into())
         .stack_size(256 * 1024)
         .spawn(|| {
-            let root: Deferred<u64> = Deferred::new();
-            let mut tail = root.clone().add_callback(|v| Ok(v + 1));
+            let (root, root_d) = Deferred::<u64>::new();
+            let mut tail = root_d.add_callback(|v| Ok(v + 1));
             for _ in 1..N {
                 tail = tail.add_callback(|v| Ok(v + 1));
             }
@@ -1093,4 +1091,119 @@ fn dropping_a_long_unfired_chain_does_not_overflow_the_stack() {
         })
         .unwrap();
     handle.join().expect("no stack overflow while dropping");
+}
+
+// ---------------------------------------------------------------------------
+// One consumer, checked by the compiler; tasks polled only by the loop
+
+/// Twisted's "add several callbacks to one chain": each `add_callback`
+/// returns the chain, so three callbacks added one after another (chained,
+/// or as separate statements) all run, in order, when the resolver fires.
+#[test]
+fn three_callbacks_added_one_after_another() {
+    let order: Log<&str> = Rc::default();
+    let (o1, o2, o3) = (order.clone(), order.clone(), order.clone());
+    let (r, d) = Deferred::<u32>::new();
+    let d = d
+        .add_callback(move |n| {
+            o1.borrow_mut().push("a");
+            Ok(n + 1)
+        })
+        .add_callback(move |n| {
+            o2.borrow_mut().push("b");
+            Ok(n * 10)
+        })
+        .add_callback(move |n| {
+            o3.borrow_mut().push("c");
+            Ok(format!("{n}"))
+        });
+    r.callback(1).unwrap();
+    assert_eq!(*order.borrow(), ["a", "b", "c"]);
+    assert_eq!(value(&d), "20");
+
+    // The same as separate statements, on a Deferred that already fired.
+    let seen: Log<u32> = Rc::default();
+    let (s1, s2, s3) = (seen.clone(), seen.clone(), seen.clone());
+    let d = succeed(5u32);
+    let d = d.add_callback(move |n| {
+        s1.borrow_mut().push(n);
+        Ok(n + 1)
+    });
+    let d = d.add_callback(move |n| {
+        s2.borrow_mut().push(n);
+        Ok(n + 1)
+    });
+    let d = d.add_callback(move |n| {
+        s3.borrow_mut().push(n);
+        Ok(n + 1)
+    });
+    assert_eq!(*seen.borrow(), [5, 6, 7]);
+    assert_eq!(value(&d), 8);
+}
+
+/// The one consumer left to a run-time check: `take_result` (a borrow)
+/// followed by `add_callback` or `.await` on the same handle.
+#[test]
+fn take_result_then_add_callback_or_await_is_already_consumed() {
+    let d = succeed(1u8);
+    assert_eq!(value(&d), 1);
+    let late = d.add_callback(|n| Ok(n + 1));
+    assert!(failure(&late).is::<AlreadyConsumed>());
+
+    let d = succeed(1u8);
+    assert_eq!(value(&d), 1);
+    let awaited = ensure_deferred(d); // polls `d` as a future
+    run_pending();
+    assert!(failure(&awaited).is::<AlreadyConsumed>());
+}
+
+/// A new task's first poll is only queued (tokio's `spawn`), and
+/// `run_pending` runs it.
+#[test]
+fn ensure_deferred_queues_its_first_poll() {
+    let polled = counter();
+    let p = polled.clone();
+    let d = ensure_deferred(async move {
+        bump(&p);
+        Ok(1u8)
+    });
+    assert_eq!(polled.get(), 0);
+    assert!(has_pending());
+    run_pending();
+    assert_eq!(polled.get(), 1);
+    assert_eq!(value(&d), 1);
+    assert!(!has_pending());
+}
+
+/// A task awaiting a Deferred fired inside a callback that holds a
+/// `RefCell` borrow the task also takes: the task is not polled inside the
+/// callback (not even by a `run_pending` there), so it takes the borrow
+/// after the callback returned.
+#[test]
+fn task_woken_inside_a_callback_runs_after_it_returns() {
+    let shared: Rc<RefCell<Vec<&str>>> = Rc::default();
+    let (r, awaited) = Deferred::<()>::new();
+    let s = shared.clone();
+    let task = ensure_deferred(async move {
+        awaited.await?;
+        s.borrow_mut().push("task");
+        Ok(())
+    });
+    run_pending();
+    let (trigger, trigger_d) = Deferred::<()>::new();
+    let s = shared.clone();
+    let after = trigger_d.add_callback(move |()| {
+        let mut held = s.borrow_mut();
+        held.push("callback start");
+        r.callback(()).unwrap();
+        run_pending(); // inside a callback: does nothing
+        held.push("callback end");
+        Ok(())
+    });
+    trigger.callback(()).unwrap();
+    assert_eq!(value(&after), ());
+    assert_eq!(*shared.borrow(), ["callback start", "callback end"]);
+    run_pending();
+    assert_eq!(*shared.borrow(), ["callback start", "callback end", "task"]);
+    assert_eq!(value(&task), ());
 }

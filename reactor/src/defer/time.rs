@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::deferred::{Deferred, Outcome};
+use super::deferred::{Deferred, Outcome, Resolver};
 use super::failure::{Failure, Message, Panicked};
 use crate::clock::{Clock, DelayedCall};
 
@@ -43,12 +43,11 @@ pub fn defer_later<T: 'static>(
     // The canceller holds the timer, whose closure holds the Deferred: a
     // cycle that lasts only while the call is pending (running, cancelling
     // or firing the Deferred breaks it).
-    let d: Deferred<T> = Deferred::with_canceller(move |_| {
+    let (target, d) = Deferred::<T>::with_canceller(move |_| {
         if let Some(call) = to_cancel.borrow_mut().take() {
             let _ = call.cancel();
         }
     });
-    let target = d.clone();
     let call = clock.call_later(delay, move || {
         let outcome = match catch_unwind(AssertUnwindSafe(f)) {
             Ok(outcome) => outcome,
@@ -187,7 +186,7 @@ struct LoopState {
     /// The pending timer, when the loop waits for its next call.
     call: Option<DelayedCall>,
     /// What `start` returned, until it fires.
-    deferred: Option<Deferred<()>>,
+    deferred: Option<Resolver<()>>,
 }
 
 impl fmt::Debug for LoopingCall {
@@ -345,14 +344,14 @@ impl LoopingCall {
             if st.running {
                 return Err(LoopingCallError::AlreadyRunning);
             }
-            let deferred = Deferred::new();
+            let (resolver, deferred) = Deferred::new();
             st.running = true;
             st.epoch += 1;
             st.interval = interval;
             st.start_time = inner.clock.now();
             st.run_at_start = now;
             st.last_time = None;
-            st.deferred = Some(deferred.clone());
+            st.deferred = Some(resolver);
             (deferred, st.epoch)
         };
         if now {
@@ -510,7 +509,7 @@ impl Inner {
 
     /// A call of run `epoch` completed: schedule the next one, or fire that
     /// run's Deferred if it was stopped or failed.
-    fn finish(this: &Rc<Inner>, epoch: u64, deferred: Option<Deferred<()>>, outcome: Outcome<()>) {
+    fn finish(this: &Rc<Inner>, epoch: u64, deferred: Option<Resolver<()>>, outcome: Outcome<()>) {
         let current = {
             let mut st = this.state.borrow_mut();
             let current = st.epoch == epoch;
