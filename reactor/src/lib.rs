@@ -35,6 +35,7 @@ mod transport;
 
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
+    DEFAULT_LINGER_TIMEOUT,
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
@@ -42,4 +43,6 @@ pub use listener::ListeningPort;
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};
-pub use transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use transport::{
+    Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+};

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::core::{guard_loop, Reactor};
+use crate::core::{guard, Reactor};
 use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked};
 
 type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
@@ -71,7 +71,7 @@ impl ThreadShared {
             Err(_) => return,
         };
         for call in calls {
-            guard_loop("call_from_thread callback", || call(reactor));
+            let _ = guard(format_args!("call_from_thread callback"), || call(reactor));
         }
     }
 }
