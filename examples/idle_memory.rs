@@ -20,7 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::error::Error;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use gyre::reactor::{
@@ -45,11 +45,15 @@ impl Protocol for Sink {
 }
 
 /// Writes `total` bytes, a chunk at a time, while its buffer is under the
-/// high-water mark.
+/// high-water mark; goes on from the loop until its transport pauses it
+/// (and again when it resumes it).
 struct Sender {
+    reactor: Reactor,
+    me: Weak<Sender>,
     transport: RefCell<Option<Transport>>,
     sent: Cell<usize>,
     total: usize,
+    paused: Cell<bool>,
 }
 
 impl Sender {
@@ -58,17 +62,33 @@ impl Sender {
             return;
         };
         let chunk = [0x5a_u8; CHUNK];
-        while self.sent.get() < self.total && t.buffered_len() <= DEFAULT_HIGH_WATER {
+        while !self.paused.get()
+            && self.sent.get() < self.total
+            && t.buffered_len() <= DEFAULT_HIGH_WATER
+        {
             let n = CHUNK.min(self.total - self.sent.get());
             t.write(&chunk[..n]);
             self.sent.set(self.sent.get() + n);
+        }
+        if !self.paused.get() && self.sent.get() < self.total {
+            // The flush after this callback may pause us; if the kernel
+            // took everything instead, write more on the next iteration.
+            let me = self.me.clone();
+            self.reactor.call_soon(move || {
+                if let Some(me) = me.upgrade() {
+                    me.pump();
+                }
+            });
         }
     }
 }
 
 impl Producer for Sender {
-    fn pause_producing(&self) {}
+    fn pause_producing(&self) {
+        self.paused.set(true);
+    }
     fn resume_producing(&self) {
+        self.paused.set(false);
         self.pump();
     }
 }
@@ -87,16 +107,20 @@ impl Protocol for SenderProtocol {
 
 /// Builds one sender per connection.
 struct SenderFactory {
+    reactor: Reactor,
     total: usize,
 }
 
 impl Factory for SenderFactory {
     type Protocol = SenderProtocol;
     fn build_protocol(&mut self, _peer: SocketAddr) -> Option<SenderProtocol> {
-        Some(SenderProtocol(Rc::new(Sender {
+        Some(SenderProtocol(Rc::new_cyclic(|me| Sender {
+            reactor: self.reactor.clone(),
+            me: me.clone(),
             transport: RefCell::new(None),
             sent: Cell::new(0),
             total: self.total,
+            paused: Cell::new(false),
         })))
     }
 }
@@ -228,7 +252,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     for _ in 0..connections {
         reactor.connect_tcp(
             proxy.local_addr(),
-            SenderFactory { total },
+            SenderFactory {
+                reactor: reactor.clone(),
+                total,
+            },
             Duration::from_secs(10),
         );
     }
