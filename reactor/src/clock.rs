@@ -56,7 +56,7 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe, Location};
+use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -427,18 +427,12 @@ impl Clock {
                 q.calls.remove(key.2)
             };
             call.state.set(State::Running);
-            let result = panic::catch_unwind(AssertUnwindSafe(|| call.body.fire()));
+            let _ = crate::core::guard(
+                format_args!("timer callback scheduled at {}", call.location),
+                || call.body.fire(),
+            );
             call.state.set(State::Called);
             ran += 1;
-            if let Err(payload) = result {
-                log::error!(
-                    "timer callback scheduled at {} panicked: {}",
-                    call.location,
-                    crate::defer::panic_message(&*payload)
-                );
-                // A payload whose destructor panics must not escape either.
-                let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            }
         }
         self.inner.queue.borrow_mut().maybe_compact();
         ran

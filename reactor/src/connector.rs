@@ -1,7 +1,24 @@
 //! Outgoing TCP connections: [`ClientFactory`], [`Connector`] (Twisted's
 //! `connectTCP`), and the Deferred form [`Reactor::connect_protocol`].
+//!
+//! Two rules of the reactor's contract live here:
+//!
+//! - **Any readiness event may carry read data, EOF or an error, a connect
+//!   completion included.** The event that completes a connect is handed to
+//!   the new connection, which reads at once (until `WouldBlock`) in the
+//!   same dispatch: a greeting sent on accept, or an immediate close, is
+//!   never left unannounced.
+//! - **Neither a factory nor a connector callback is ever lost.** Every
+//!   call into a [`ClientFactory`] goes through the connector's queue: when
+//!   the factory cannot take it now (a method of it is running up the
+//!   stack, or user code holds its cell, see
+//!   [`Factory::ready_for_calls`]), it is delivered later from the loop, in
+//!   order, never re-entrantly. A completed connection whose factory is busy
+//!   waits (registered, its data unread) until the factory can build its
+//!   protocol.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -9,10 +26,11 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::clock::DelayedCall;
-use crate::core::{Inner, Reactor, SlotKind};
+use crate::core::{guard, Inner, Reactor, Readiness, SlotKind};
 use crate::defer::{Deferred, Resolver};
+use crate::factory::busy_cell;
 use crate::protocol::{ConnectionLost, Factory, Protocol};
-use crate::tcp::{guard_user, Conn};
+use crate::tcp::Conn;
 use crate::transport::Transport;
 
 /// The default connect time-out of [`Reactor::connect_protocol`].
@@ -39,20 +57,26 @@ pub trait ClientFactory: Factory {
     }
 }
 
+/// A client factory in a shared cell. The reactor calls it only when the
+/// cell is free ([`Factory::ready_for_calls`]); a call made while user code
+/// holds it is delivered later, never dropped.
 impl<F: ClientFactory> ClientFactory for Rc<RefCell<F>> {
     fn started_connecting(&mut self, connector: &Connector) {
-        if let Ok(mut f) = self.try_borrow_mut() {
-            f.started_connecting(connector)
+        match self.try_borrow_mut() {
+            Ok(mut f) => f.started_connecting(connector),
+            Err(_) => busy_cell("started_connecting"),
         }
     }
     fn client_connection_failed(&mut self, connector: &Connector, reason: &io::Error) {
-        if let Ok(mut f) = self.try_borrow_mut() {
-            f.client_connection_failed(connector, reason)
+        match self.try_borrow_mut() {
+            Ok(mut f) => f.client_connection_failed(connector, reason),
+            Err(_) => busy_cell("client_connection_failed"),
         }
     }
     fn client_connection_lost(&mut self, connector: &Connector, reason: &ConnectionLost) {
-        if let Ok(mut f) = self.try_borrow_mut() {
-            f.client_connection_lost(connector, reason)
+        match self.try_borrow_mut() {
+            Ok(mut f) => f.client_connection_lost(connector, reason),
+            Err(_) => busy_cell("client_connection_lost"),
         }
     }
 }
@@ -62,7 +86,11 @@ trait DynClientFactory {
     fn started(&mut self, connector: &Connector);
     fn failed(&mut self, connector: &Connector, reason: &io::Error);
     fn lost(&mut self, connector: &Connector, reason: &ConnectionLost);
+    fn ready(&self) -> bool;
 }
+
+/// A factory call waiting in a connector's queue.
+type FactoryCall = Box<dyn FnOnce(&mut dyn DynClientFactory, &Connector)>;
 
 impl<F: ClientFactory> DynClientFactory for F {
     fn build(&mut self, peer: SocketAddr) -> Option<Box<dyn Protocol>> {
@@ -77,6 +105,9 @@ impl<F: ClientFactory> DynClientFactory for F {
     }
     fn lost(&mut self, connector: &Connector, reason: &ConnectionLost) {
         self.client_connection_lost(connector, reason)
+    }
+    fn ready(&self) -> bool {
+        self.ready_for_calls()
     }
 }
 
@@ -105,6 +136,10 @@ struct ConnectorInner {
     addr: SocketAddr,
     timeout: Duration,
     factory: RefCell<Box<dyn DynClientFactory>>,
+    /// Factory calls not delivered yet, in order.
+    pending: RefCell<VecDeque<FactoryCall>>,
+    /// A retry of `pending` is queued on the loop.
+    retry_queued: Cell<bool>,
     state: Cell<ConnectorState>,
     attempt: RefCell<Option<Rc<Attempt>>>,
     conn: RefCell<Option<Weak<Conn>>>,
@@ -156,6 +191,8 @@ impl Reactor {
                 addr,
                 timeout,
                 factory: RefCell::new(Box::new(factory)),
+                pending: RefCell::new(VecDeque::new()),
+                retry_queued: Cell::new(false),
                 state: Cell::new(ConnectorState::Disconnected),
                 attempt: RefCell::new(None),
                 conn: RefCell::new(None),
@@ -368,25 +405,62 @@ impl Connector {
         }
     }
 
-    /// Calls the factory now, or from the loop if it is busy (this call
-    /// came from inside one of its own methods).
+    /// Calls the factory now if it can take the call, else queues the call
+    /// and delivers it from the loop once it can (after the calls queued
+    /// before it). A call is never dropped and never made re-entrantly.
     fn with_factory(
         &self,
         reactor: &Reactor,
         f: impl FnOnce(&mut dyn DynClientFactory, &Connector) + 'static,
     ) {
-        let peer = self.inner.addr;
-        match self.inner.factory.try_borrow_mut() {
-            Ok(mut factory) => guard_user("client factory", peer, || f(&mut **factory, self)),
-            Err(_) => {
-                let me = self.clone();
-                reactor.call_soon(move || {
-                    if let Ok(mut factory) = me.inner.factory.try_borrow_mut() {
-                        guard_user("client factory", peer, || f(&mut **factory, &me));
-                    }
-                });
-            }
+        self.inner.pending.borrow_mut().push_back(Box::new(f));
+        self.deliver_pending(reactor);
+    }
+
+    /// Whether the factory can be called now with nothing queued before.
+    fn factory_free(&self) -> bool {
+        self.inner.pending.borrow().is_empty()
+            && self
+                .inner
+                .factory
+                .try_borrow()
+                .map(|f| f.ready())
+                .unwrap_or(false)
+    }
+
+    /// Delivers queued factory calls while the factory can take them.
+    fn deliver_pending(&self, reactor: &Reactor) {
+        loop {
+            let mut factory = match self.inner.factory.try_borrow_mut() {
+                Ok(f) if f.ready() => f,
+                _ => {
+                    // A method of the factory is running up the stack, or
+                    // user code holds its cell: deliver from the loop.
+                    self.retry_soon(reactor);
+                    return;
+                }
+            };
+            let Some(call) = self.inner.pending.borrow_mut().pop_front() else {
+                return;
+            };
+            let _ = guard(
+                format_args!("client factory for {}", self.inner.addr),
+                || call(&mut **factory, self),
+            );
         }
+    }
+
+    fn retry_soon(&self, reactor: &Reactor) {
+        if self.inner.retry_queued.replace(true) {
+            return;
+        }
+        let me = self.clone();
+        reactor.call_soon(move || {
+            me.inner.retry_queued.set(false);
+            if let Some(reactor) = me.reactor() {
+                me.deliver_pending(&reactor);
+            }
+        });
     }
 }
 
@@ -399,8 +473,21 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// The socket became writable (or errored): connected, or failed.
-    pub(crate) fn handle_ready(self: &Rc<Self>, reactor: &Reactor) {
+    /// A readiness event for the attempt: connected, or failed. The same
+    /// event may carry data, EOF or an error for the new connection, which
+    /// therefore reads at once, with the loop's read buffer `buf`.
+    pub(crate) fn handle_ready(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        _event: &Readiness,
+        buf: &mut [u8],
+    ) {
+        self.complete(reactor, Some(buf));
+    }
+
+    /// Checks the socket: connected (then succeed), still connecting, or
+    /// failed. `buf` is the loop's read buffer when called from dispatch.
+    fn complete(self: &Rc<Self>, reactor: &Reactor, buf: Option<&mut [u8]>) {
         let status = match self.stream.borrow().as_ref() {
             None => return,
             Some(stream) => match stream.take_error() {
@@ -413,7 +500,7 @@ impl Attempt {
             },
         };
         match status {
-            Ok(Some(peer)) => self.succeed(reactor, peer),
+            Ok(Some(peer)) => self.succeed(reactor, peer, buf),
             // Spurious wake-up: still connecting.
             Ok(None) => {}
             Err(e) => self.fail(reactor, e),
@@ -428,21 +515,30 @@ impl Attempt {
         self.stream.borrow_mut().take()
     }
 
-    fn succeed(self: &Rc<Self>, reactor: &Reactor, peer: SocketAddr) {
+    fn succeed(self: &Rc<Self>, reactor: &Reactor, peer: SocketAddr, buf: Option<&mut [u8]>) {
+        let connector = &self.connector;
+        if !connector.factory_free() {
+            // The factory cannot build now: the connection waits,
+            // registered and unread, and is completed from the loop.
+            let me = Rc::downgrade(self);
+            let r = Rc::downgrade(&reactor.inner);
+            reactor.call_soon(move || {
+                let reactor = r.upgrade().and_then(|i| i.reactor());
+                if let (Some(me), Some(reactor)) = (me.upgrade(), reactor) {
+                    me.complete(&reactor, None);
+                }
+            });
+            return;
+        }
         let Some(stream) = self.finish() else {
             return;
         };
-        let connector = &self.connector;
-        let built = connector
-            .inner
-            .factory
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut f| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.build(peer)))
-                    .ok()
-                    .flatten()
-            });
+        let built = match connector.inner.factory.try_borrow_mut() {
+            Ok(mut f) => guard(format_args!("build_protocol for {peer}"), || f.build(peer))
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        };
         let token = self.token.get();
         let Some(protocol) = built else {
             let mut stream = stream;
@@ -472,6 +568,12 @@ impl Attempt {
             me.with_factory(&r, move |f, c| f.lost(c, &reason));
         }));
         conn.start(protocol);
+        // The connect completion may have come with data or EOF in the same
+        // edge: read now, until WouldBlock.
+        match buf {
+            Some(buf) => conn.handle_readable(buf, true),
+            None => conn.queue_read(),
+        }
     }
 
     /// Fails the attempt now (from the loop: events and timers).

@@ -20,6 +20,43 @@
 //!   `callback()`.** `async` code ([`Reactor::spawn`],
 //!   [`defer::ensure_deferred`]) is polled by the reactor's loop, or by
 //!   [`defer::run_pending`] where no reactor runs.
+//!
+//! # Contract
+//!
+//! The rules the reactor and its transports keep, each documented in full
+//! where it lives (as mio's `poll.rs` documents draining readiness), and
+//! each tested over real sockets in `reactor/tests/contract.rs`:
+//!
+//! - **Any readiness event may carry read data, EOF or an error, a connect
+//!   completion included.** Every event for a connection reads until
+//!   `WouldBlock` (or a short read, or the per-event budget), and the event
+//!   that completes a connect reads at once, in the same dispatch. See
+//!   [`Transport`] and the `tcp` and `connector` modules.
+//! - **A read burst stops at the high-water mark.** Between two reads of one
+//!   burst the connections written to are flushed, so a producer paused by
+//!   that flush stops the burst: a buffer holds at most the high-water mark
+//!   ([`DEFAULT_HIGH_WATER`]) plus one read (64 KiB). See [`Transport`].
+//! - **A drained buffer gives back memory beyond a small floor**
+//!   ([`WRITE_BUFFER_FLOOR`], 16 KiB); [`Transport::buffer_capacity`] shows
+//!   it.
+//! - **Neither a factory nor a connector callback is ever lost.** The
+//!   reactor asks [`Factory::ready_for_calls`] before calling a factory; a
+//!   call it cannot take now is queued and delivered from the loop, in
+//!   order, never re-entrantly. See [`Factory::ready_for_calls`] and
+//!   [`ClientFactory`].
+//! - **A close with unread input lingers; it never resets answers away.**
+//!   [`Transport::lose_connection`] flushes, shuts the write side, discards
+//!   input until the peer's EOF or the linger time-out
+//!   ([`ReactorBuilder::linger_timeout`], default
+//!   [`DEFAULT_LINGER_TIMEOUT`], logged at debug level when hit), then
+//!   closes; `connection_lost` comes when the socket really closes.
+//! - **Reading stops at `lose_connection`.** Later input is discarded.
+//! - **A reset after EOF is noticed**: it closes the connection with the
+//!   error.
+//! - **A panic in user code costs only what it was handling**: one guard
+//!   catches it at every dispatch boundary (protocol, factory, producer,
+//!   timer, `call_soon`, trigger, thread callback) and logs it with what the
+//!   loop was handling.
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +85,7 @@ mod transport;
 
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
+    DEFAULT_LINGER_TIMEOUT,
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
@@ -55,4 +93,6 @@ pub use listener::ListeningPort;
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};
-pub use transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+pub use transport::{
+    Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+};

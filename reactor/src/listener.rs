@@ -10,7 +10,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::core::{Inner, Reactor, SlotKind};
 use crate::defer::{succeed, Deferred};
-use crate::factory::FactoryRef;
+use crate::factory::{Built, FactoryRef};
 use crate::tcp::Conn;
 
 /// Connections accepted per readiness event before yielding to other work.
@@ -22,6 +22,10 @@ pub(crate) struct Listener {
     factory: FactoryRef,
     local: SocketAddr,
     token: Cell<usize>,
+    /// An accepted connection whose factory could not be called yet (its
+    /// cell was busy): accepting waits until it is built, so at most one
+    /// waits, and it is retried from the loop.
+    waiting: RefCell<Option<(mio::net::TcpStream, SocketAddr)>>,
 }
 
 /// A listening TCP port (Twisted's `IListeningPort`), from
@@ -103,6 +107,7 @@ impl Reactor {
                 factory: factory.clone(),
                 local,
                 token: Cell::new(token),
+                waiting: RefCell::new(None),
             });
             listener = Some(Rc::clone(&l));
             SlotKind::Listener(l)
@@ -117,7 +122,7 @@ impl Reactor {
             return Err(e);
         }
         *listener.socket.borrow_mut() = Some(socket);
-        factory.port_started();
+        factory.port_started(&Rc::downgrade(&self.inner));
         log::info!("listening on {local}");
         Ok(ListeningPort { listener })
     }
@@ -127,13 +132,24 @@ impl Listener {
     /// Accepts until WouldBlock (or the per-event budget, then yields and
     /// comes back next iteration through a zero-delay call).
     pub(crate) fn handle_readable(self: &Rc<Self>, reactor: &Reactor) {
+        let waiting = self.waiting.borrow_mut().take();
+        if let Some((stream, peer)) = waiting {
+            if !self.start_connection(reactor, stream, peer) {
+                return;
+            }
+        }
         for _ in 0..ACCEPTS_PER_EVENT {
             let accepted = match self.socket.borrow().as_ref() {
                 Some(socket) => socket.accept(),
                 None => return,
             };
             match accepted {
-                Ok((stream, peer)) => self.start_connection(reactor, stream, peer),
+                Ok((stream, peer)) => {
+                    reactor.inner.count_accept();
+                    if !self.start_connection(reactor, stream, peer) {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -154,23 +170,36 @@ impl Listener {
         reactor.call_soon(move || me.handle_readable(&r));
     }
 
-    fn start_connection(&self, reactor: &Reactor, stream: mio::net::TcpStream, peer: SocketAddr) {
-        reactor.inner.count_accept();
-        let protocol = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.factory.build(peer)
-        })) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
+    /// Builds the protocol and starts the connection. Returns `false` if
+    /// the factory could not be called now: the connection then waits (and
+    /// accepting with it) for a retry from the loop.
+    fn start_connection(
+        self: &Rc<Self>,
+        reactor: &Reactor,
+        stream: mio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> bool {
+        let protocol = match self.factory.build(peer) {
+            Built::Protocol(p) => p,
+            Built::Refused => {
                 log::debug!("factory on {} refused a connection from {peer}", self.local);
-                return;
+                return true;
             }
-            Err(payload) => {
-                log::error!(
-                    "build_protocol on {} panicked for {peer}: {}",
-                    self.local,
-                    crate::defer::panic_message(&*payload)
+            Built::Busy => {
+                log::debug!(
+                    "factory on {} is busy; the connection from {peer} waits for it",
+                    self.local
                 );
-                return;
+                *self.waiting.borrow_mut() = Some((stream, peer));
+                let me = Rc::downgrade(self);
+                let r = Rc::downgrade(&reactor.inner);
+                reactor.call_soon(move || {
+                    let reactor = r.upgrade().and_then(|i| i.reactor());
+                    if let (Some(me), Some(reactor)) = (me.upgrade(), reactor) {
+                        me.handle_readable(&reactor);
+                    }
+                });
+                return false;
             }
         };
         let conn = Rc::new(Conn::new(Rc::downgrade(&reactor.inner), stream, peer));
@@ -180,14 +209,17 @@ impl Listener {
         if let Err(e) = conn.register(&reactor.inner.registry, token) {
             log::error!("cannot register connection from {peer}: {e}");
             reactor.inner.remove_slot(token);
-            return;
+            return true;
         }
         conn.start(protocol);
+        true
     }
 
     /// Closes the socket and releases the factory (once).
     pub(crate) fn stop(&self) {
         let socket = self.socket.borrow_mut().take();
+        // A connection still waiting for the factory is dropped (closed).
+        self.waiting.borrow_mut().take();
         if let Some(mut socket) = socket {
             if let Some(reactor) = self.reactor.upgrade() {
                 let _ = reactor.registry.deregister(&mut socket);
@@ -195,7 +227,7 @@ impl Listener {
             }
             drop(socket);
             log::info!("stopped listening on {}", self.local);
-            self.factory.port_stopped();
+            self.factory.port_stopped(&self.reactor);
         }
     }
 }

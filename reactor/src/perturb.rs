@@ -42,7 +42,12 @@ use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
 
-/// A seeded schedule perturbation; see the [module docs](self).
+/// A seeded schedule perturbation, given to
+/// [`ReactorBuilder::perturb`](crate::ReactorBuilder::perturb): short reads,
+/// a sleep before each poll (so a connect completion, data, FIN and RST
+/// coalesce into one event), shuffled events and partial writes, every
+/// choice drawn from one seeded generator so a failing schedule is
+/// reproduced from its seed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Perturbation {
     seed: u64,

@@ -174,4 +174,18 @@ pub trait Factory: 'static {
 
     /// The last port stopped using this factory.
     fn stop_factory(&mut self) {}
+
+    /// Whether the reactor may call into this factory now (default `true`).
+    ///
+    /// **Neither a factory nor a connector callback is ever lost.** A
+    /// factory kept in a cell that user code may hold (`Rc<RefCell<F>>`)
+    /// answers `false` while the cell is borrowed; the reactor then does not
+    /// call it, and delivers the call (a `build_protocol` for an accepted
+    /// or completed connection, `start_factory`, `stop_factory`, and a
+    /// [`ClientFactory`](crate::ClientFactory)'s callbacks) later, from its
+    /// loop, in order, once it answers `true`. A wrapper factory forwards
+    /// the question to what it wraps.
+    fn ready_for_calls(&self) -> bool {
+        true
+    }
 }

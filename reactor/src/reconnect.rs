@@ -207,6 +207,10 @@ impl<F: ClientFactory> Factory for ReconnectingClientFactory<F> {
     fn stop_factory(&mut self) {
         self.factory.stop_factory()
     }
+
+    fn ready_for_calls(&self) -> bool {
+        self.factory.ready_for_calls()
+    }
 }
 
 impl<F: ClientFactory> ClientFactory for ReconnectingClientFactory<F> {

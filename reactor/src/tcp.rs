@@ -1,24 +1,72 @@
 //! TCP connections: the [`Conn`] behind a [`Transport`], with its bounded
-//! write buffer, flow control, half-close and close bookkeeping.
+//! write buffer, flow control, half-close, lingering close and close
+//! bookkeeping.
+//!
+//! # Contract
+//!
+//! These rules hold for every TCP connection; the [`Transport`] docs state
+//! them for protocol authors, and the conformance suite checks them for
+//! every transport.
+//!
+//! - **Any readiness event may carry read data, EOF or an error, a connect
+//!   completion included.** mio is edge-triggered: an edge that is not
+//!   acted on is never announced again. So every event for a connection
+//!   reads (until `WouldBlock`, the per-event budget, or a short read that
+//!   proves the queue drained), and the event that completes a connect
+//!   also reads at once, in the same dispatch, so a server that speaks
+//!   first (or closes at once) is heard.
+//! - **A read burst stops at the high-water mark.** Between two reads of one
+//!   burst the reactor flushes the connections written to (its dirty list),
+//!   which pauses their producers; a proxy whose reading side is the
+//!   producer of its writing side therefore stops reading as soon as the
+//!   writing side's buffer passes the mark. A write buffer never holds more
+//!   than the high-water mark plus one read (64 KiB).
+//! - **A drained buffer gives back memory beyond a small floor.** When the
+//!   write buffer empties, its capacity is cut to
+//!   [`WRITE_BUFFER_FLOOR`](crate::WRITE_BUFFER_FLOOR) (16 KiB), so idle
+//!   connections that once carried megabytes hold almost nothing.
+//! - **Reading stops at `lose_connection`.** Data that arrives after
+//!   `lose_connection` (or after an `abort_connection`) is never delivered
+//!   to the protocol (as in Twisted).
+//! - **A close with unread input lingers; it never resets answers away.**
+//!   Closing a socket that still has unread input makes Linux send RST and
+//!   purge its send queue, losing answers written before the close. So
+//!   `lose_connection` flushes, shuts the write side (FIN), then reads and
+//!   discards input until the peer's EOF or the linger time-out
+//!   ([`ReactorBuilder::linger_timeout`](crate::ReactorBuilder::linger_timeout),
+//!   default 5 s, logged at debug level when hit), and only then closes the
+//!   socket. `connection_lost` is delivered when the socket really closes,
+//!   which is after the peer's EOF (or the time-out).
+//! - **A reset after EOF is noticed.** After the peer's FIN the connection
+//!   may stay open for a half-close; an error or reset reported later
+//!   closes it with that error.
+//!
+//! # Structure
+//!
+//! A connection's life is two small state enums, one per direction
+//! ([`ReadState`] and [`WriteState`], in the manner of async-io's `Source`
+//! and tokio-rustls's `TlsState`), so an illegal combination (say, "paused"
+//! and "closed" at once) cannot be written down.
 //!
 //! A `Conn` never calls into its protocol from a [`TransportBackend`] method.
 //! Writes go to the buffer and mark the connection dirty; the reactor flushes
-//! dirty connections after each phase of its loop. Closing removes the
-//! socket at once and queues `connection_lost` for the reactor to deliver
-//! after the current callback has returned.
+//! dirty connections after each phase of its loop (and between the reads of
+//! a burst). Closing removes the socket and queues `connection_lost` for the
+//! reactor to deliver after the current callback has returned.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
 use mio::net::TcpStream;
 
-use crate::core::Inner;
-use crate::defer::panic_message;
+use crate::clock::DelayedCall;
+use crate::core::{guard, Inner, Readiness};
 use crate::protocol::{ConnectionLost, Producer, Protocol};
-use crate::transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
+use crate::transport::{
+    Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+};
 
 /// How many reads one readiness event may do before the connection yields
 /// to others (it is read again on the next iteration).
@@ -26,6 +74,59 @@ const READS_PER_EVENT: usize = 16;
 
 /// Called once after `connection_lost`, for connectors and the like.
 pub(crate) type LostHook = Box<dyn FnOnce(&ConnectionLost)>;
+
+/// The read direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// Reading, and delivering data to the protocol.
+    Open,
+    /// `pause_reading`: the socket is not read until `resume_reading`
+    /// (only an error is still looked at).
+    Paused,
+    /// The peer's FIN was read. Nothing more can arrive but an error (a
+    /// reset), which closes the connection.
+    Eof,
+    /// `lose_connection` was asked: input is read and thrown away, never
+    /// delivered, so that the final close finds no unread input (and does
+    /// not reset). Together with [`WriteState::HalfClosed`] this is the
+    /// lingering close, bounded by the linger timer.
+    Discarding,
+    /// The socket is closed.
+    Closed,
+}
+
+/// The write direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteState {
+    /// Writes are buffered and flushed.
+    Open,
+    /// `lose_connection`: later writes are dropped; once the buffer is
+    /// flushed the write side is shut and the connection lingers.
+    Closing,
+    /// `half_close`: later writes are dropped; once the buffer is flushed
+    /// the write side is shut, and reading goes on.
+    HalfClosing,
+    /// Our FIN was sent.
+    HalfClosed,
+    /// The socket is closed.
+    Closed,
+}
+
+/// Whether the kernel's send queue had room at the last write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SendQueue {
+    /// Writing may go on.
+    Room,
+    /// The kernel said `WouldBlock`: wait for a writable event.
+    Full,
+}
+
+/// The registered producer, and whether we paused it.
+enum ProducerState {
+    None,
+    Producing(Rc<dyn Producer>),
+    Paused(Rc<dyn Producer>),
+}
 
 /// One TCP connection.
 pub(crate) struct Conn {
@@ -36,20 +137,14 @@ pub(crate) struct Conn {
     wbuf: RefCell<WriteBuffer>,
     high_water: Cell<usize>,
     low_water: Cell<usize>,
-    producer: RefCell<Option<Rc<dyn Producer>>>,
-    producer_paused: Cell<bool>,
+    producer: RefCell<ProducerState>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    reading_paused: Cell<bool>,
-    /// The kernel said WouldBlock on write; wait for a writable event.
-    write_blocked: Cell<bool>,
-    /// `lose_connection` was asked for: close when the buffer is empty.
-    disconnecting: Cell<bool>,
-    /// `half_close` was asked for: shut the write side when the buffer is empty.
-    half_closing: Cell<bool>,
-    write_shut: Cell<bool>,
-    read_eof: Cell<bool>,
-    closed: Cell<bool>,
+    read: Cell<ReadState>,
+    write: Cell<WriteState>,
+    send_queue: Cell<SendQueue>,
+    /// The linger time-out, while lingering.
+    linger: RefCell<Option<DelayedCall>>,
     /// Already in the reactor's dirty list.
     queued_flush: Cell<bool>,
     /// Already in the reactor's read-again list.
@@ -60,7 +155,8 @@ pub(crate) struct Conn {
 
 /// A write buffer that consumes from the front without moving bytes on
 /// every write: `head` advances, and the vector is compacted when the
-/// consumed part is large.
+/// consumed part is large. Drained, it keeps at most
+/// [`WRITE_BUFFER_FLOOR`] bytes of capacity.
 #[derive(Default)]
 struct WriteBuffer {
     data: Vec<u8>,
@@ -71,21 +167,25 @@ impl WriteBuffer {
     fn len(&self) -> usize {
         self.data.len() - self.head
     }
+    fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
     fn pending(&self) -> &[u8] {
         &self.data[self.head..]
     }
     fn push(&mut self, bytes: &[u8]) {
-        if self.head > 0 && self.head == self.data.len() {
-            self.data.clear();
-            self.head = 0;
-        }
         self.data.extend_from_slice(bytes);
     }
     fn consume(&mut self, n: usize) {
         self.head += n;
-        if self.head == self.data.len() {
+        if self.head >= self.data.len() {
             self.data.clear();
             self.head = 0;
+            // Give back what a burst grew, keeping a floor so that small
+            // messages never allocate.
+            if self.data.capacity() > WRITE_BUFFER_FLOOR {
+                self.data.shrink_to(WRITE_BUFFER_FLOOR);
+            }
         } else if self.head > 64 * 1024 && self.head * 2 > self.data.len() {
             self.data.drain(..self.head);
             self.head = 0;
@@ -108,17 +208,13 @@ impl Conn {
             wbuf: RefCell::new(WriteBuffer::default()),
             high_water: Cell::new(DEFAULT_HIGH_WATER),
             low_water: Cell::new(DEFAULT_LOW_WATER),
-            producer: RefCell::new(None),
-            producer_paused: Cell::new(false),
+            producer: RefCell::new(ProducerState::None),
             peer,
             local,
-            reading_paused: Cell::new(false),
-            write_blocked: Cell::new(false),
-            disconnecting: Cell::new(false),
-            half_closing: Cell::new(false),
-            write_shut: Cell::new(false),
-            read_eof: Cell::new(false),
-            closed: Cell::new(false),
+            read: Cell::new(ReadState::Open),
+            write: Cell::new(WriteState::Open),
+            send_queue: Cell::new(SendQueue::Room),
+            linger: RefCell::new(None),
             queued_flush: Cell::new(false),
             queued_read: Cell::new(false),
             lost_reason: RefCell::new(None),
@@ -126,15 +222,8 @@ impl Conn {
         }
     }
 
-    /// A close or half-close was asked for: later writes are dropped (as by
-    /// the in-memory transports), so what the peer gets does not depend on
-    /// how far the flush had got.
-    fn write_closing(&self) -> bool {
-        self.disconnecting.get() || self.half_closing.get() || self.write_shut.get()
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get()
+        self.write.get() == WriteState::Closed
     }
 
     pub(crate) fn set_lost_hook(&self, hook: LostHook) {
@@ -169,46 +258,87 @@ impl Conn {
         Transport::new(Rc::clone(self) as Rc<dyn TransportBackend>)
     }
 
-    /// Runs a protocol method, catching a panic (which aborts this
-    /// connection only).
+    /// Runs a protocol method under the loop's panic guard (a panic aborts
+    /// this connection only).
     fn call_protocol(&self, what: &str, f: impl FnOnce(&mut dyn Protocol)) {
-        let panicked = {
-            let Ok(mut guard) = self.protocol.try_borrow_mut() else {
+        let outcome = {
+            let Ok(mut slot) = self.protocol.try_borrow_mut() else {
+                // Cannot happen: the protocol is only borrowed here, and no
+                // protocol method is called from inside another.
                 log::error!("protocol for {} is busy; {what} not delivered", self.peer);
                 return;
             };
-            let Some(protocol) = guard.as_mut() else {
+            let Some(protocol) = slot.as_mut() else {
                 return;
             };
-            match catch_unwind(AssertUnwindSafe(|| f(&mut **protocol))) {
-                Ok(()) => None,
-                Err(payload) => Some(panic_message(&*payload)),
-            }
+            guard(format_args!("{what} for {}", self.peer), || {
+                f(&mut **protocol)
+            })
         };
-        if let Some(message) = panicked {
-            log::error!(
-                "protocol for {} panicked in {what}: {message}; aborting the connection",
-                self.peer
-            );
+        if let Err(message) = outcome {
+            log::error!("aborting the connection to {} after the panic", self.peer);
             self.close_now(ConnectionLost::Panicked(message));
         }
     }
 
-    /// Reads until the socket is drained (or the per-event budget is
-    /// spent), delivering data. `buf` is the reactor's shared read buffer.
-    ///
-    /// A read that fills less than `buf` has drained the kernel's receive
-    /// queue, so with edge-triggered epoll the next byte brings a new event:
-    /// the read that would only say WouldBlock is skipped (as tokio does),
-    /// saving a system call per message. `until_would_block` turns this off
-    /// for the cases where no fresh edge is guaranteed: the peer closed (its
-    /// EOF must be read now), an error, or a read resumed after a pause.
-    pub(crate) fn handle_readable(self: &Rc<Self>, buf: &mut [u8], until_would_block: bool) {
-        for _ in 0..READS_PER_EVENT {
-            if self.closed.get() || self.reading_paused.get() || self.read_eof.get() {
-                return;
+    /// One readiness event for this connection: flush if writable, read if
+    /// readable, and look for an error the read side would not see (a reset
+    /// after EOF, or while reading is paused).
+    pub(crate) fn handle_event(self: &Rc<Self>, event: &Readiness, buf: &mut [u8]) {
+        if event.writable || event.write_closed || event.error {
+            self.handle_writable();
+        }
+        match self.read.get() {
+            ReadState::Open | ReadState::Discarding => {
+                if event.readable || event.read_closed || event.error {
+                    self.handle_readable(buf, event.read_closed || event.error);
+                }
             }
-            let want = match self.reactor.upgrade() {
+            ReadState::Eof if event.error || event.write_closed => self.check_error(),
+            ReadState::Paused if event.error => self.check_error(),
+            ReadState::Eof | ReadState::Paused | ReadState::Closed => {}
+        }
+    }
+
+    /// Closes with the socket's pending error, if it has one.
+    fn check_error(&self) {
+        let error = match self.stream.borrow().as_ref() {
+            Some(stream) => match stream.take_error() {
+                Ok(error) => error,
+                Err(e) => Some(e),
+            },
+            None => return,
+        };
+        if let Some(e) = error {
+            log::debug!("connection to {} failed after EOF or pause: {e}", self.peer);
+            self.close_now(ConnectionLost::Error(e));
+        }
+    }
+
+    /// Reads until the socket is drained (or the per-event budget is
+    /// spent), delivering data (or discarding it, when closing). `buf` is
+    /// the reactor's shared read buffer.
+    ///
+    /// A read that returns less than it asked for has drained the kernel's
+    /// receive queue, so with edge-triggered epoll the next byte brings a
+    /// new event: the read that would only say WouldBlock is skipped (as
+    /// tokio does), saving a system call per message. `until_would_block`
+    /// turns this off for the cases where no fresh edge is guaranteed: the
+    /// peer closed (its EOF must be read now), an error, a connect
+    /// completion, or a read resumed after a pause.
+    ///
+    /// Before each further read of a burst the reactor's dirty connections
+    /// are flushed, so a producer paused by that flush (a proxy's reading
+    /// side) stops the burst at the high-water mark.
+    pub(crate) fn handle_readable(self: &Rc<Self>, buf: &mut [u8], until_would_block: bool) {
+        let reactor = self.reactor.upgrade();
+        for _ in 0..READS_PER_EVENT {
+            let deliver = match self.read.get() {
+                ReadState::Open => true,
+                ReadState::Discarding => false,
+                ReadState::Paused | ReadState::Eof | ReadState::Closed => return,
+            };
+            let want = match &reactor {
                 Some(reactor) => reactor.read_len(buf.len()),
                 None => buf.len(),
             };
@@ -218,15 +348,21 @@ impl Conn {
             };
             match result {
                 Ok(0) => {
-                    self.read_eof.set(true);
                     self.on_eof();
                     return;
                 }
                 Ok(n) => {
-                    let data = &buf[..n];
-                    self.call_protocol("data_received", |p| p.data_received(data));
+                    if deliver {
+                        let data = &buf[..n];
+                        self.call_protocol("data_received", |p| p.data_received(data));
+                    }
                     if n < want && !until_would_block {
                         return;
+                    }
+                    if deliver {
+                        if let Some(reactor) = &reactor {
+                            reactor.flush_dirty();
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -241,34 +377,43 @@ impl Conn {
         self.queue_read();
     }
 
+    /// The peer's FIN was read.
     fn on_eof(&self) {
-        let mut keep_open = false;
-        self.call_protocol("eof_received", |p| keep_open = p.eof_received());
-        if self.closed.get() {
+        if self.read.replace(ReadState::Eof) == ReadState::Discarding {
+            // Closing: the peer is done too. Close once our FIN is out; if
+            // the buffer is still flushing, the flush closes.
+            if self.write.get() == WriteState::HalfClosed {
+                self.close_now(ConnectionLost::Done);
+            }
             return;
         }
-        if self.write_shut.get() {
+        let mut keep_open = false;
+        self.call_protocol("eof_received", |p| keep_open = p.eof_received());
+        match self.write.get() {
+            WriteState::Closed => {}
             // Both directions are done.
-            self.close_now(ConnectionLost::Done);
-        } else if !keep_open {
-            self.lose_connection();
+            WriteState::HalfClosed => self.close_now(ConnectionLost::Done),
+            _ if !keep_open => self.lose_connection(),
+            _ => {}
         }
     }
 
     /// A writable event: the kernel has room again.
     pub(crate) fn handle_writable(self: &Rc<Self>) {
-        self.write_blocked.set(false);
+        self.send_queue.set(SendQueue::Room);
         self.flush();
     }
 
-    /// Sends what is buffered until WouldBlock, then applies pending
+    /// Sends what is buffered until WouldBlock, then applies a pending
     /// half-close or close, and pauses or resumes the producer.
     pub(crate) fn flush(self: &Rc<Self>) {
         self.queued_flush.set(false);
-        if self.closed.get() {
+        let write = self.write.get();
+        if matches!(write, WriteState::Closed | WriteState::HalfClosed) {
             return;
         }
-        if !self.write_blocked.get() {
+        if self.send_queue.get() == SendQueue::Room {
+            let reactor = self.reactor.upgrade();
             loop {
                 let result = {
                     let wbuf = self.wbuf.borrow();
@@ -276,7 +421,7 @@ impl Conn {
                         break;
                     }
                     let pending = wbuf.pending();
-                    let offer = match self.reactor.upgrade() {
+                    let offer = match &reactor {
                         Some(reactor) => reactor.write_len(pending.len()),
                         None => pending.len(),
                     };
@@ -292,7 +437,7 @@ impl Conn {
                     }
                     Ok(n) => self.wbuf.borrow_mut().consume(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.write_blocked.set(true);
+                        self.send_queue.set(SendQueue::Full);
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -305,37 +450,98 @@ impl Conn {
         }
         let buffered = self.wbuf.borrow().len();
         if buffered == 0 {
-            if self.disconnecting.get() {
-                self.close_now(ConnectionLost::Done);
-                return;
-            }
-            if self.half_closing.get() && !self.write_shut.get() {
-                self.write_shut.set(true);
-                if let Some(stream) = self.stream.borrow().as_ref() {
-                    let _ = stream.shutdown(Shutdown::Write);
-                }
-                if self.read_eof.get() {
-                    self.close_now(ConnectionLost::Done);
+            match write {
+                WriteState::Closing => {
+                    self.shut_write();
+                    self.linger_or_close();
                     return;
                 }
+                WriteState::HalfClosing => {
+                    self.shut_write();
+                    if self.read.get() == ReadState::Eof {
+                        self.close_now(ConnectionLost::Done);
+                        return;
+                    }
+                }
+                _ => {}
             }
         }
         self.update_producer(buffered);
     }
 
-    fn update_producer(&self, buffered: usize) {
-        let producer = self.producer.borrow().clone();
-        let Some(producer) = producer else {
+    /// Sends our FIN.
+    fn shut_write(&self) {
+        self.write.set(WriteState::HalfClosed);
+        if let Some(stream) = self.stream.borrow().as_ref() {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// After `lose_connection` has flushed and sent FIN: close now if the
+    /// peer is done already, or linger (discarding input) until its EOF or
+    /// the linger time-out.
+    fn linger_or_close(self: &Rc<Self>) {
+        let timeout = match (self.read.get(), self.reactor.upgrade()) {
+            (ReadState::Discarding, Some(reactor)) => {
+                let timeout = reactor.linger_timeout;
+                if timeout.is_zero() {
+                    None
+                } else {
+                    Some((reactor, timeout))
+                }
+            }
+            _ => None,
+        };
+        let Some((reactor, timeout)) = timeout else {
+            self.close_now(ConnectionLost::Done);
             return;
         };
-        if !self.producer_paused.get() && buffered > self.high_water.get() {
-            self.producer_paused.set(true);
-            guard_user("pause_producing", self.peer, || producer.pause_producing());
-        } else if self.producer_paused.get() && buffered <= self.low_water.get() {
-            self.producer_paused.set(false);
-            guard_user("resume_producing", self.peer, || {
-                producer.resume_producing()
-            });
+        let weak = Rc::downgrade(self);
+        let timer = reactor.clock.call_later(timeout, move || {
+            if let Some(conn) = weak.upgrade() {
+                if !conn.is_closed() {
+                    log::debug!(
+                        "linger time-out ({timeout:?}) hit for {}: the peer sent no EOF; closing",
+                        conn.peer
+                    );
+                    conn.close_now(ConnectionLost::Done);
+                }
+            }
+        });
+        if let Some(old) = self.linger.borrow_mut().replace(timer) {
+            let _ = old.cancel();
+        }
+    }
+
+    fn update_producer(&self, buffered: usize) {
+        let change = {
+            let mut state = self.producer.borrow_mut();
+            match &*state {
+                ProducerState::Producing(p) if buffered > self.high_water.get() => {
+                    let p = Rc::clone(p);
+                    *state = ProducerState::Paused(Rc::clone(&p));
+                    Some((p, true))
+                }
+                ProducerState::Paused(p) if buffered <= self.low_water.get() => {
+                    let p = Rc::clone(p);
+                    *state = ProducerState::Producing(Rc::clone(&p));
+                    Some((p, false))
+                }
+                _ => None,
+            }
+        };
+        match change {
+            Some((producer, true)) => {
+                let _ = guard(format_args!("pause_producing for {}", self.peer), || {
+                    producer.pause_producing()
+                });
+            }
+            Some((producer, false)) => {
+                let _ = guard(format_args!("resume_producing for {}", self.peer), || {
+                    producer.resume_producing()
+                });
+            }
+            None => {}
         }
     }
 
@@ -351,7 +557,8 @@ impl Conn {
         }
     }
 
-    fn queue_read(&self) {
+    /// Reads again from the loop (the read-again list), until WouldBlock.
+    pub(crate) fn queue_read(&self) {
         if !self.queued_read.replace(true) {
             if let Some(reactor) = self.reactor.upgrade() {
                 if let Some(me) = reactor.conn_by_token(self.token.get()) {
@@ -369,8 +576,12 @@ impl Conn {
 
     /// Closes the socket now and queues `connection_lost(reason)`.
     pub(crate) fn close_now(&self, reason: ConnectionLost) {
-        if self.closed.replace(true) {
+        if self.write.replace(WriteState::Closed) == WriteState::Closed {
             return;
+        }
+        self.read.set(ReadState::Closed);
+        if let Some(timer) = self.linger.borrow_mut().take() {
+            let _ = timer.cancel();
         }
         let stream = self.stream.borrow_mut().take();
         let reactor = self.reactor.upgrade();
@@ -398,35 +609,36 @@ impl Conn {
             .take()
             .unwrap_or(ConnectionLost::Done);
         let protocol = self.protocol.borrow_mut().take();
-        let producer = self.producer.borrow_mut().take();
-        if let Some(producer) = producer {
-            guard_user("stop_producing", self.peer, || producer.stop_producing());
+        let producer = std::mem::replace(&mut *self.producer.borrow_mut(), ProducerState::None);
+        if let ProducerState::Producing(producer) | ProducerState::Paused(producer) = producer {
+            let _ = guard(format_args!("stop_producing for {}", self.peer), || {
+                producer.stop_producing()
+            });
         }
         let hook = self.lost_hook.borrow_mut().take();
         let hook_reason = hook.as_ref().map(|_| reason.clone());
         if let Some(mut protocol) = protocol {
             log::debug!("connection to {} lost: {reason}", self.peer);
-            guard_user("connection_lost", self.peer, || {
+            let _ = guard(format_args!("connection_lost for {}", self.peer), || {
                 protocol.connection_lost(reason)
             });
-            drop(protocol);
+            let _ = guard(
+                format_args!("dropping the protocol for {}", self.peer),
+                || drop(protocol),
+            );
         }
         if let (Some(hook), Some(reason)) = (hook, hook_reason) {
-            guard_user("connection lost hook", self.peer, || hook(&reason));
+            let _ = guard(
+                format_args!("connection lost hook for {}", self.peer),
+                || hook(&reason),
+            );
         }
-    }
-}
-
-/// Runs user code from the loop, logging (not propagating) a panic.
-pub(crate) fn guard_user(what: &str, peer: SocketAddr, f: impl FnOnce()) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(f)) {
-        log::error!("{what} for {peer} panicked: {}", panic_message(&*payload));
     }
 }
 
 impl TransportBackend for Conn {
     fn write(&self, data: &[u8]) {
-        if self.closed.get() || self.write_closing() || data.is_empty() {
+        if self.write.get() != WriteState::Open || data.is_empty() {
             return;
         }
         self.wbuf.borrow_mut().push(data);
@@ -434,7 +646,7 @@ impl TransportBackend for Conn {
     }
 
     fn write_sequence(&self, parts: &[&[u8]]) {
-        if self.closed.get() || self.write_closing() {
+        if self.write.get() != WriteState::Open {
             return;
         }
         {
@@ -447,19 +659,32 @@ impl TransportBackend for Conn {
     }
 
     fn lose_connection(&self) {
-        if self.closed.get() {
+        let write = self.write.get();
+        let read = self.read.get();
+        if matches!(write, WriteState::Closed | WriteState::Closing)
+            || read == ReadState::Discarding
+        {
             return;
         }
-        self.disconnecting.set(true);
+        self.write.set(WriteState::Closing);
+        match read {
+            // Reading stops here: input is discarded from now on.
+            ReadState::Open => self.read.set(ReadState::Discarding),
+            ReadState::Paused => {
+                self.read.set(ReadState::Discarding);
+                // Input may have queued up while paused, with no new edge.
+                self.queue_read();
+            }
+            ReadState::Eof | ReadState::Discarding | ReadState::Closed => {}
+        }
         self.queue_flush();
     }
 
     fn half_close(&self) {
-        if self.closed.get() {
-            return;
+        if self.write.get() == WriteState::Open {
+            self.write.set(WriteState::HalfClosing);
+            self.queue_flush();
         }
-        self.half_closing.set(true);
-        self.queue_flush();
     }
 
     fn abort_connection(&self) {
@@ -467,7 +692,8 @@ impl TransportBackend for Conn {
     }
 
     fn is_closing(&self) -> bool {
-        self.closed.get() || self.disconnecting.get()
+        matches!(self.write.get(), WriteState::Closing | WriteState::Closed)
+            || self.read.get() == ReadState::Discarding
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
@@ -479,11 +705,14 @@ impl TransportBackend for Conn {
     }
 
     fn pause_reading(&self) {
-        self.reading_paused.set(true);
+        if self.read.get() == ReadState::Open {
+            self.read.set(ReadState::Paused);
+        }
     }
 
     fn resume_reading(&self) {
-        if self.reading_paused.replace(false) && !self.closed.get() {
+        if self.read.get() == ReadState::Paused {
+            self.read.set(ReadState::Open);
             // Edges may have come and gone while paused: try a read.
             self.queue_read();
         }
@@ -503,20 +732,22 @@ impl TransportBackend for Conn {
         self.wbuf.borrow().len()
     }
 
+    fn buffer_capacity(&self) -> usize {
+        self.wbuf.borrow().capacity()
+    }
+
     fn set_write_buffer_limits(&self, high: usize, low: usize) {
         self.high_water.set(high);
         self.low_water.set(low.min(high));
     }
 
     fn register_producer(&self, producer: Rc<dyn Producer>) {
-        *self.producer.borrow_mut() = Some(producer);
-        self.producer_paused.set(false);
+        *self.producer.borrow_mut() = ProducerState::Producing(producer);
         // Tell it to pause from the loop if the buffer is already full.
         self.queue_flush();
     }
 
     fn unregister_producer(&self) {
-        self.producer.borrow_mut().take();
-        self.producer_paused.set(false);
+        *self.producer.borrow_mut() = ProducerState::None;
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::core::{guard_loop, Reactor};
+use crate::core::{guard, Reactor};
 use crate::defer::{ensure_deferred, Deferred, Failure, Outcome, Panicked, Resolver};
 
 type LoopCall = Box<dyn FnOnce(&Reactor) + Send>;
@@ -72,7 +72,7 @@ impl ThreadShared {
             Err(_) => return,
         };
         for call in calls {
-            guard_loop("call_from_thread callback", || call(reactor));
+            let _ = guard(format_args!("call_from_thread callback"), || call(reactor));
         }
     }
 }

@@ -1,4 +1,27 @@
 //! [`Transport`]: the handle a protocol writes to and closes.
+//!
+//! # Contract
+//!
+//! Every transport (TCP, TLS, the in-memory ones, and any added later)
+//! keeps these rules; the transport conformance suite checks them.
+//!
+//! - **Any readiness event may carry read data, EOF or an error, a connect
+//!   completion included**: a server that writes (or closes) at once is
+//!   heard by a client even when the connect completion and the data come
+//!   in one edge-triggered event.
+//! - **A read burst stops at the high-water mark**: a write buffer holds at
+//!   most its high-water mark plus one read (64 KiB for TCP) when its
+//!   producer pauses the reading side, as a proxy does.
+//! - **A drained buffer gives back memory beyond a small floor**
+//!   ([`WRITE_BUFFER_FLOOR`]); see [`Transport::buffer_capacity`].
+//! - **Reading stops at `lose_connection`**: no data is delivered after it.
+//! - **A close with unread input lingers; it never resets answers away**:
+//!   `lose_connection` flushes, shuts the write side, discards input until
+//!   the peer's EOF or the linger time-out
+//!   ([`ReactorBuilder::linger_timeout`](crate::ReactorBuilder::linger_timeout)),
+//!   then closes; `connection_lost` comes when the socket really closes.
+//! - **A reset after EOF is noticed**: it closes the connection with the
+//!   error.
 
 use std::fmt;
 use std::io;
@@ -12,6 +35,11 @@ use crate::protocol::Producer;
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 /// Default write-buffer low-water mark: below it, a paused producer resumes.
 pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
+/// The capacity a TCP write buffer keeps once drained (16 KiB): anything a
+/// burst grew beyond it is given back, so an idle connection holds at most
+/// this much however much it once carried, while messages up to this size
+/// are written without allocating.
+pub const WRITE_BUFFER_FLOOR: usize = 16 * 1024;
 
 /// What a transport does; implemented by TCP connections, TLS, and the
 /// in-memory transports in [`testing`](crate::testing). Protocols use it
@@ -46,6 +74,13 @@ pub trait TransportBackend {
     fn set_nodelay(&self, on: bool) -> io::Result<()>;
     /// Bytes buffered and not yet handed to the kernel.
     fn buffered_len(&self) -> usize;
+    /// Bytes of memory the write buffer holds (its capacity), for
+    /// diagnostics and tests. A drained TCP buffer keeps at most
+    /// [`WRITE_BUFFER_FLOOR`]. The default, for backends that do not say,
+    /// is 0.
+    fn buffer_capacity(&self) -> usize {
+        0
+    }
     /// Sets the write-buffer high- and low-water marks.
     fn set_write_buffer_limits(&self, high: usize, low: usize);
     /// Registers the producer to pause and resume as the buffer crosses the marks.
@@ -65,6 +100,27 @@ pub trait TransportBackend {
 ///
 /// Writes are buffered and sent by the reactor when the current callback
 /// returns; `write` never calls back into the protocol.
+///
+/// # Contract
+///
+/// - Any readiness event may carry read data, EOF or an error, a connect
+///   completion included: data a server sends on accept reaches the
+///   client's `data_received`, and a server that closes at once reaches its
+///   `connection_lost`.
+/// - A read burst stops at the high-water mark: with a producer registered
+///   (for instance a proxy's other side, which calls `pause_reading` in
+///   `pause_producing`), the buffer holds at most the high-water mark plus
+///   one read.
+/// - A drained buffer gives back memory beyond [`WRITE_BUFFER_FLOOR`].
+/// - Reading stops at [`lose_connection`](Self::lose_connection): later
+///   input is discarded, never delivered.
+/// - A close with unread input lingers: after the flush the write side is
+///   shut (the peer reads EOF), input is discarded until the peer's EOF or
+///   the linger time-out, and only then is the socket closed, so answers
+///   written before the close are never reset away. `connection_lost` is
+///   delivered when the socket really closes.
+/// - A reset after EOF is noticed: a connection kept open after
+///   `eof_received` closes with the error.
 #[derive(Clone)]
 pub struct Transport {
     backend: Rc<dyn TransportBackend>,
@@ -87,6 +143,10 @@ impl Transport {
     }
 
     /// Sends what is buffered, then closes (Twisted's `loseConnection`).
+    /// Reading stops at once: data arriving later is discarded. Over TCP the
+    /// close lingers (see the [contract](Self#contract)): after the flush our
+    /// write side is shut and input is discarded until the peer's EOF or the
+    /// linger time-out; `connection_lost` comes when the socket closes.
     pub fn lose_connection(&self) {
         self.backend.lose_connection()
     }
@@ -135,6 +195,13 @@ impl Transport {
     /// Bytes written but not yet handed to the kernel.
     pub fn buffered_len(&self) -> usize {
         self.backend.buffered_len()
+    }
+
+    /// Bytes of memory the write buffer holds (its capacity); once drained,
+    /// at most [`WRITE_BUFFER_FLOOR`] for TCP (0 for backends that do not
+    /// say). For diagnostics and tests.
+    pub fn buffer_capacity(&self) -> usize {
+        self.backend.buffer_capacity()
     }
 
     /// Sets the write-buffer high- and low-water marks (defaults

@@ -317,6 +317,10 @@ impl<F: Factory> Factory for TlsServerFactory<F> {
     fn stop_factory(&mut self) {
         self.inner.stop_factory()
     }
+
+    fn ready_for_calls(&self) -> bool {
+        self.inner.ready_for_calls()
+    }
 }
 
 /// A [`ClientFactory`] that runs another client factory's protocols over
@@ -399,6 +403,10 @@ impl<F: ClientFactory> Factory for TlsClientFactory<F> {
 
     fn stop_factory(&mut self) {
         self.inner.stop_factory()
+    }
+
+    fn ready_for_calls(&self) -> bool {
+        self.inner.ready_for_calls()
     }
 }
 
