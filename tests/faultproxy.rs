@@ -90,7 +90,7 @@ impl Proxy {
                 }
             }
         });
-        let mut addr_after = |prefix: &str| -> SocketAddr {
+        let addr_after = |prefix: &str| -> SocketAddr {
             let line = lines.recv_timeout(BOUND).expect("a line from the proxy");
             line.strip_prefix(prefix)
                 .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
@@ -161,7 +161,12 @@ fn read_to_end(stream: &mut TcpStream) -> (Vec<u8>, End) {
         match stream.read(&mut buf) {
             Ok(0) => return (got, End::Eof),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 panic!("no EOF within {BOUND:?} (after {} bytes)", got.len())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -204,7 +209,12 @@ fn passes_several_mib_both_ways_byte_exact() {
     let mut proxy = Proxy::start(&[]);
     let data = noise(4 << 20, 1);
     let (echoed, _) = round_trip(proxy.client(), data.clone());
-    assert!(echoed == data, "echo differs ({} of {} bytes)", echoed.len(), data.len());
+    assert!(
+        echoed == data,
+        "echo differs ({} of {} bytes)",
+        echoed.len(),
+        data.len()
+    );
     proxy.wait_status("connections=0");
     proxy.wait_status(&format!("bytes_down={}", data.len()));
 }
@@ -237,12 +247,17 @@ fn latency_delays_within_tolerance_and_keeps_order() {
 #[test]
 fn bandwidth_cap_is_respected() {
     let mut proxy = Proxy::start(&["--toxic", "slow downstream bandwidth rate=32768"]);
-    assert!(proxy.ok("toxic list").contains("slow downstream bandwidth rate=32768"));
+    assert!(proxy
+        .ok("toxic list")
+        .contains("slow downstream bandwidth rate=32768"));
     let data = noise(64 * 1024, 2);
     let (echoed, took) = round_trip(proxy.client(), data.clone());
     assert!(echoed == data, "echo differs");
     // 64 KiB at 32 KiB/s is 2 s; only the lower bound, with slack.
-    assert!(took >= Duration::from_millis(1500), "64 KiB at 32 KiB/s took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "64 KiB at 32 KiB/s took {took:?}"
+    );
 }
 
 #[test]
@@ -262,7 +277,11 @@ fn reset_after_n_bytes_cuts_the_client_off() {
     let mut s = proxy.client();
     s.write_all(&noise(4000, 4)).unwrap();
     let (got, end) = read_to_end(&mut s);
-    assert!(got.len() <= 1000, "{} bytes got through a 1000-byte reset", got.len());
+    assert!(
+        got.len() <= 1000,
+        "{} bytes got through a 1000-byte reset",
+        got.len()
+    );
     assert!(matches!(end, End::Eof | End::Reset));
     proxy.wait_status("reset=1");
 }
@@ -311,7 +330,10 @@ fn timeout_closes_the_connection_cleanly() {
     let (got, end) = read_to_end(&mut s);
     let took = start.elapsed();
     assert_eq!((got, end), (Vec::new(), End::Eof));
-    assert!(took >= Duration::from_millis(250), "closed after {took:?}, not ~300 ms");
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed after {took:?}, not ~300 ms"
+    );
 }
 
 #[test]
@@ -353,7 +375,9 @@ fn control_port_answers_err_to_garbage() {
         assert!(answer.starts_with("ERR "), "{bad:?} answered {answer:?}");
     }
     proxy.ok("toxic add x upstream blackhole");
-    assert!(proxy.cmd("toxic add x downstream blackhole").starts_with("ERR "));
+    assert!(proxy
+        .cmd("toxic add x downstream blackhole")
+        .starts_with("ERR "));
     assert_eq!(proxy.ok("toxic list"), "OK 1 toxics: x upstream blackhole");
     // Not UTF-8.
     proxy.control.get_mut().write_all(b"\xff\xfe\n").unwrap();
@@ -383,7 +407,12 @@ fn backpressure_bounds_memory() {
         let at = written % 251;
         match s.write(&pattern[at..at + 64 * 1024]) {
             Ok(n) => written += n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 break
             }
             Err(e) => panic!("write: {e}"),
@@ -399,7 +428,10 @@ fn backpressure_bounds_memory() {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("VmRSS");
-        assert!(rss_kib < 40 * 1024, "proxy RSS {rss_kib} KiB with {written} bytes in flight");
+        assert!(
+            rss_kib < 40 * 1024,
+            "proxy RSS {rss_kib} KiB with {written} bytes in flight"
+        );
     }
     // Everything written comes back, in order.
     let mut back = vec![0u8; written];

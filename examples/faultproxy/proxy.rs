@@ -225,8 +225,12 @@ impl Proxy {
     /// Cuts the link: open relays are aborted; returns how many.
     pub fn cut(&self) -> usize {
         self.link.set(Link::Cut);
-        let open: Vec<Rc<RefCell<Relay>>> =
-            self.relays.borrow().values().filter_map(Weak::upgrade).collect();
+        let open: Vec<Rc<RefCell<Relay>>> = self
+            .relays
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         let mut aborted = 0;
         for relay in open {
             if let Ok(mut relay) = relay.try_borrow_mut() {

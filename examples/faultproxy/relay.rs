@@ -196,15 +196,17 @@ impl Relay {
         let Some(due) = flow.pipe.next_due() else {
             return;
         };
-        flow.timer = Some(reactor.call_later(due.saturating_duration_since(now), move || {
-            let Some(relay) = me.upgrade() else { return };
-            let Ok(mut relay) = relay.try_borrow_mut() else {
-                log::warn!("relay busy when its timer fired");
-                return;
-            };
-            relay.flow(dir).timer = None;
-            relay.pump(dir);
-        }));
+        flow.timer = Some(
+            reactor.call_later(due.saturating_duration_since(now), move || {
+                let Some(relay) = me.upgrade() else { return };
+                let Ok(mut relay) = relay.try_borrow_mut() else {
+                    log::warn!("relay busy when its timer fired");
+                    return;
+                };
+                relay.flow(dir).timer = None;
+                relay.pump(dir);
+            }),
+        );
     }
 
     /// Pauses or resumes `dir`'s source to match the sink's room and the
@@ -329,7 +331,11 @@ impl Relay {
             // What the lost end sent still goes through, then an EOF.
             self.eof(side);
         } else {
-            log::debug!("relay {} ({}): {side} source lost: {reason}", self.id, self.peer);
+            log::debug!(
+                "relay {} ({}): {side} source lost: {reason}",
+                self.id,
+                self.peer
+            );
             let other = match side {
                 Direction::Upstream => &mut self.server,
                 Direction::Downstream => &mut self.client,
@@ -459,7 +465,11 @@ impl Protocol for ClientSide {
             r.id = id;
             r.timeout = timeout;
         }
-        log::info!("relay {id}: {} -> {}", self.peer, self.proxy.settings.upstream);
+        log::info!(
+            "relay {id}: {} -> {}",
+            self.peer,
+            self.proxy.settings.upstream
+        );
         let connector = self.proxy.reactor.connect_tcp(
             self.proxy.settings.upstream,
             UpstreamFactory {

@@ -185,7 +185,13 @@ impl<'a> Params<'a> {
 
     /// A decimal integer in `min..=max`; `default` when absent, or an
     /// error when absent and there is no default.
-    fn number(&mut self, key: &str, default: Option<u64>, min: u64, max: u64) -> Result<u64, String> {
+    fn number(
+        &mut self,
+        key: &str,
+        default: Option<u64>,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, String> {
         let value = match (self.take(key), default) {
             (Some(text), _) => text
                 .parse::<u64>()
@@ -404,7 +410,8 @@ impl Pipe {
             for part in bytes.chunks(piece) {
                 let start = self.busy_until.map_or(item.at, |busy| busy.max(item.at));
                 let nanos = (part.len() as u128 * 1_000_000_000) / u128::from(rate);
-                let took = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(MAX_DELAY);
+                let took =
+                    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(MAX_DELAY);
                 let done = start + took;
                 self.busy_until = Some(done);
                 out.push(Item {
@@ -600,6 +607,9 @@ mod tests {
         assert!(Toxic::parse("reset_chance", &["p=1.5"]).is_err());
         assert!(Toxic::parse("teleport", &[]).is_err());
         let t = Toxic::parse("slicer", &["size=4", "variation=1", "delay_us=5"]);
-        assert_eq!(t.map(|t| t.to_string()).as_deref(), Ok("slicer size=4 variation=1 delay_us=5"));
+        assert_eq!(
+            t.map(|t| t.to_string()).as_deref(),
+            Ok("slicer size=4 variation=1 delay_us=5")
+        );
     }
 }
