@@ -32,9 +32,10 @@ use crate::toxic::{Action, Direction, Pipe};
 pub const WRITE_HIGH: usize = 64 * 1024;
 /// Write-buffer low-water mark.
 pub const WRITE_LOW: usize = 16 * 1024;
-/// Above this many delayed bytes in a flow's queue, its source is paused.
+/// Above this queue cost (delayed bytes plus a per-item overhead, see
+/// [`Pipe::queued_cost`]), a flow's source is paused.
 pub const QUEUE_HIGH: usize = 256 * 1024;
-/// At or below this many, a source paused for its queue reads again.
+/// At or below this cost, a source paused for its queue reads again.
 pub const QUEUE_LOW: usize = 64 * 1024;
 
 /// One end of a relay.
@@ -218,7 +219,7 @@ impl Relay {
             Reading::On => QUEUE_HIGH,
             Reading::Paused => QUEUE_LOW,
         };
-        let want = if sink_open && flow.room == Room::Available && flow.pipe.queued_bytes() <= limit
+        let want = if sink_open && flow.room == Room::Available && flow.pipe.queued_cost() <= limit
         {
             Reading::On
         } else {

@@ -76,6 +76,9 @@ pub enum Toxic {
 
 /// Most bytes one slicer segment may have.
 const MAX_SEGMENT: usize = 1 << 20;
+/// The memory an item takes besides its bytes (the `Item`, the `Vec`'s
+/// header and allocation), as counted against the queue's limit.
+pub const ITEM_COST: usize = 64;
 /// Longest delay any toxic may add (an hour): keeps `Instant` sums finite.
 const MAX_DELAY: Duration = Duration::from_secs(3600);
 
@@ -265,7 +268,7 @@ pub enum Input {
 /// One direction's toxic state and queue of items not yet released.
 pub struct Pipe {
     queue: VecDeque<Item>,
-    queued_bytes: usize,
+    queued_cost: usize,
     /// No item may be released before this (order preservation).
     last_release: Option<Instant>,
     /// The bandwidth toxic's link is busy until then.
@@ -280,7 +283,7 @@ impl Default for Pipe {
     fn default() -> Pipe {
         Pipe {
             queue: VecDeque::new(),
-            queued_bytes: 0,
+            queued_cost: 0,
             last_release: None,
             busy_until: None,
             bytes_in: 0,
@@ -290,9 +293,10 @@ impl Default for Pipe {
 }
 
 impl Pipe {
-    /// Bytes queued and not yet released.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+    /// What the queue holds: its bytes plus [`ITEM_COST`] per item, so
+    /// that many tiny slices count for the memory they take.
+    pub fn queued_cost(&self) -> usize {
+        self.queued_cost
     }
 
     /// When the first item comes due, if any.
@@ -307,7 +311,7 @@ impl Pipe {
         }
         let item = self.queue.pop_front()?;
         if let Action::Data(bytes) = &item.action {
-            self.queued_bytes -= bytes.len();
+            self.queued_cost -= bytes.len() + ITEM_COST;
         }
         Some(item)
     }
@@ -315,7 +319,7 @@ impl Pipe {
     /// Drops everything queued (the sink is gone).
     pub fn clear(&mut self) {
         self.queue.clear();
-        self.queued_bytes = 0;
+        self.queued_cost = 0;
         self.input = Input::Doomed;
     }
 
@@ -390,7 +394,7 @@ impl Pipe {
         }
         self.last_release = Some(item.at);
         match &item.action {
-            Action::Data(bytes) => self.queued_bytes += bytes.len(),
+            Action::Data(bytes) => self.queued_cost += bytes.len() + ITEM_COST,
             Action::Reset => self.input = Input::Doomed,
             Action::HalfClose => {}
         }
