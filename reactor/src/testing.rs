@@ -1211,6 +1211,45 @@ mod tests {
     }
 
     #[test]
+    fn perturbed_pump_is_seeded_and_delivers_everything_in_order() {
+        let run = |schedule: Perturbation| {
+            let client = Recorder {
+                greeting: Some(b"0123456789abcdefghijklmnopqrstuvwxyz"),
+                ..Recorder::default()
+            };
+            let server = Recorder {
+                echo: true,
+                keep_open_on_eof: true,
+                ..Recorder::default()
+            };
+            let pump = connect_in_memory_perturbed(client, server, schedule);
+            pump.with_client(|c| t(c).half_close());
+            pump.flush().unwrap();
+            pump.with_server(|s| t(s).lose_connection());
+            pump.flush().unwrap();
+            assert!(pump.is_closed());
+            let calls = pump.with_server(|s| (s.received.clone(), s.eofs, s.lost.clone()));
+            assert_eq!(calls.0, b"0123456789abcdefghijklmnopqrstuvwxyz");
+            assert_eq!((calls.1, calls.2), (1, vec!["done".to_string()]));
+            assert_eq!(
+                pump.with_client(|c| c.received.clone()),
+                b"0123456789abcdefghijklmnopqrstuvwxyz"
+            );
+            format!("{pump:?}")
+        };
+        for seed in 0..20 {
+            let all = Perturbation::new(seed)
+                .short_reads(5)
+                .partial_writes()
+                .shuffle_events()
+                .sleep_before_poll(std::time::Duration::from_secs(1));
+            run(all.clone());
+            run(Perturbation::new(seed).short_reads(1));
+            run(Perturbation::new(seed).sleep_before_poll(std::time::Duration::ZERO));
+        }
+    }
+
+    #[test]
     fn producer_paused_above_high_water_and_resumed_after_drain() {
         #[derive(Default)]
         struct Counts {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use gyre::reactor::{Producer, Transport};
 
 use crate::kinds::{Pair, PeerOfAbort, TransportKind};
-use crate::peer::{assert_bytes, lose, pause, pattern, resume, transport, Lost, Peer, Shared};
+use crate::peer::{assert_bytes, lose, pattern, pause, resume, transport, Lost, Peer, Shared};
 use crate::schedule::Schedule;
 
 /// Every behaviour's name, in the order `conformance_suite!` lists them;
@@ -99,9 +99,22 @@ fn assert_lost_once(pair: &dyn Pair, c: &Shared, s: &Shared) {
         t.half_close();
         t.abort_connection();
     }
-    assert!(pair.quiesce(), "connections still open after both were lost");
-    assert_eq!(lost(c).len(), 1, "client connection_lost calls: {:?}", lost(c));
-    assert_eq!(lost(s).len(), 1, "server connection_lost calls: {:?}", lost(s));
+    assert!(
+        pair.quiesce(),
+        "connections still open after both were lost"
+    );
+    assert_eq!(
+        lost(c).len(),
+        1,
+        "client connection_lost calls: {:?}",
+        lost(c)
+    );
+    assert_eq!(
+        lost(s).len(),
+        1,
+        "server connection_lost calls: {:?}",
+        lost(s)
+    );
 }
 
 const SIZES: &[usize] = &[
@@ -193,8 +206,7 @@ pub fn write_sequence(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     write_sequence_once(&transport(&s), 2);
     let (to_server, to_client) = (expected(1), expected(2));
     wait(pair, "both sequences both ways", &c, &s, || {
-        s.borrow().received.len() >= to_server.len()
-            && c.borrow().received.len() >= to_client.len()
+        s.borrow().received.len() >= to_server.len() && c.borrow().received.len() >= to_client.len()
     });
     assert_bytes("client to server", &received(&s), &to_server);
     assert_bytes("server to client", &received(&c), &to_client);
@@ -218,7 +230,9 @@ fn half_close(kind: &dyn TransportKind, schedule: Option<Schedule>, client_close
     };
     let pair = kind.connect(client.boxed(), server.boxed(), schedule);
     let pair = &*pair;
-    wait(pair, "connection_made on both sides", &c, &s, || connected(&c, &s));
+    wait(pair, "connection_made on both sides", &c, &s, || {
+        connected(&c, &s)
+    });
     // One round trip first, so the server's first bytes do not depend on
     // server-speaks-first (its own behaviour).
     transport(&c).write(b"go");
@@ -253,7 +267,11 @@ fn half_close(kind: &dyn TransportKind, schedule: Option<Schedule>, client_close
     assert_eq!(lost(&b_log), [Lost::Done], "the answering side");
     assert_eq!(b_log.borrow().eofs, 1);
     let a_eofs = usize::from(kind.quirks().eof_after_own_half_close);
-    assert_eq!(a_log.borrow().eofs, a_eofs, "eof_received on the half-closed side");
+    assert_eq!(
+        a_log.borrow().eofs,
+        a_eofs,
+        "eof_received on the half-closed side"
+    );
 }
 
 /// The client half-closes; the server answers and closes.
@@ -266,21 +284,34 @@ pub fn half_close_by_server(kind: &dyn TransportKind, schedule: Option<Schedule>
     half_close(kind, schedule, false)
 }
 
+/// `n` bytes on the plain loop, a quarter under a schedule (where every
+/// read or write may be cut short, and twenty seeds run), so the seeded
+/// runs stay fast in a debug build.
+fn volume(schedule: Option<Schedule>, n: usize) -> usize {
+    if schedule.is_some() {
+        n / 4
+    } else {
+        n
+    }
+}
+
 const FLUSH_BYTES: usize = 3 * 1024 * 1024;
 
-/// `lose_connection` sends everything written before it (3 MiB), then
+/// `lose_connection` sends everything written before it (3 MiB, 768 KiB
+/// under a schedule), then
 /// closes: both sides `Done`; a write after it is dropped.
 pub fn lose_connection_flushes(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     let (client, c) = Peer::new();
     let (server, s) = Peer::new();
     // The server writes and closes when the client has spoken (a server
     // that closes at once is its own behaviour).
+    let flush_bytes = volume(schedule, FLUSH_BYTES);
     let client = client.on_made(|_, t| t.write(b"go"));
-    let server = server.on_data(|log, t| {
+    let server = server.on_data(move |log, t| {
         if log.borrow().lost_requested {
             return;
         }
-        for at in (0..FLUSH_BYTES).step_by(64 * 1024) {
+        for at in (0..flush_bytes).step_by(64 * 1024) {
             t.write(&pattern(3, at, 64 * 1024));
         }
         lose(log);
@@ -292,7 +323,11 @@ pub fn lose_connection_flushes(kind: &dyn TransportKind, schedule: Option<Schedu
     wait(pair, "connection_lost on both sides", &c, &s, || {
         both_lost(&c, &s)
     });
-    assert_bytes("what was written before lose_connection", &received(&c), &pattern(3, 0, FLUSH_BYTES));
+    assert_bytes(
+        "what was written before lose_connection",
+        &received(&c),
+        &pattern(3, 0, flush_bytes),
+    );
     assert_lost_once(pair, &c, &s);
     assert_eq!(lost(&s), [Lost::Done], "the closing side");
     assert_eq!(lost(&c), [Lost::Done], "its peer");
@@ -303,8 +338,9 @@ pub fn lose_connection_flushes(kind: &dyn TransportKind, schedule: Option<Schedu
 pub fn reading_stops_at_lose(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     let (client, c) = Peer::new();
     let (server, s) = Peer::new();
-    let client = client.on_made(|_, t| {
-        for at in (0..1024 * 1024).step_by(16 * 1024) {
+    let sent = volume(schedule, 1024 * 1024);
+    let client = client.on_made(move |_, t| {
+        for at in (0..sent).step_by(16 * 1024) {
             t.write(&pattern(4, at, 16 * 1024));
         }
     });
@@ -335,7 +371,9 @@ pub fn abort_drops_buffered(kind: &dyn TransportKind, schedule: Option<Schedule>
     let (server, s) = Peer::new();
     let pair = kind.connect(client.boxed(), server.boxed(), schedule);
     let pair = &*pair;
-    wait(pair, "connection_made on both sides", &c, &s, || connected(&c, &s));
+    wait(pair, "connection_made on both sides", &c, &s, || {
+        connected(&c, &s)
+    });
     let t = transport(&s);
     t.write(&pattern(6, 0, 1024 * 1024));
     t.abort_connection();
@@ -346,7 +384,11 @@ pub fn abort_drops_buffered(kind: &dyn TransportKind, schedule: Option<Schedule>
     });
     assert_lost_once(pair, &c, &s);
     assert_eq!(lost(&s), [Lost::Aborted]);
-    assert_eq!(received(&c).len(), 0, "bytes of the aborted buffer that arrived");
+    assert_eq!(
+        received(&c).len(),
+        0,
+        "bytes of the aborted buffer that arrived"
+    );
 }
 
 /// `pause_reading` stops `data_received` (none while paused, even with
@@ -355,11 +397,12 @@ pub fn abort_drops_buffered(kind: &dyn TransportKind, schedule: Option<Schedule>
 /// outside gets every byte too.
 pub fn pause_and_resume(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     const FIRST: usize = 32 * 1024;
-    const SECOND: usize = 256 * 1024;
     let (client, c) = Peer::new();
     let (server, s) = Peer::new();
     let client = client.on_made(|_, t| t.write(&pattern(7, 0, FIRST)));
-    let server = server.on_made(|log, _| pause(log)).on_data(|log, _| pause(log));
+    let server = server
+        .on_made(|log, _| pause(log))
+        .on_data(|log, _| pause(log));
     let pair = kind.connect(client.boxed(), server.boxed(), schedule);
     let pair = &*pair;
     let in_writer = kind.quirks().paused_data_waits_in_writer;
@@ -369,10 +412,13 @@ pub fn pause_and_resume(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     // A round trip the other way: the server's loop has run with the bytes
     // waiting for it.
     transport(&s).write(b"hello");
-    wait(pair, "the server's hello", &c, &s, || c.borrow().received == b"hello");
+    wait(pair, "the server's hello", &c, &s, || {
+        c.borrow().received == b"hello"
+    });
     assert_eq!(s.borrow().data_calls, 0, "data_received while paused");
-    transport(&c).write(&pattern(7, FIRST, SECOND));
-    let total = FIRST + SECOND;
+    let second = volume(schedule, 256 * 1024);
+    transport(&c).write(&pattern(7, FIRST, second));
+    let total = FIRST + second;
     while s.borrow().received.len() < total {
         let calls = s.borrow().data_calls;
         resume(&s);
@@ -380,8 +426,16 @@ pub fn pause_and_resume(kind: &dyn TransportKind, schedule: Option<Schedule>) {
             s.borrow().data_calls > calls
         });
     }
-    assert_eq!(s.borrow().data_while_paused, 0, "data_received calls while paused");
-    assert_bytes("everything, after pauses", &received(&s), &pattern(7, 0, total));
+    assert_eq!(
+        s.borrow().data_while_paused,
+        0,
+        "data_received calls while paused"
+    );
+    assert_bytes(
+        "everything, after pauses",
+        &received(&s),
+        &pattern(7, 0, total),
+    );
     finish(pair, &c, &s);
 }
 
@@ -399,12 +453,22 @@ struct Recording(Rc<ProducerLog>);
 
 impl Producer for Recording {
     fn pause_producing(&self) {
-        let buffered = self.0.transport.borrow().as_ref().map_or(0, Transport::buffered_len);
+        let buffered = self
+            .0
+            .transport
+            .borrow()
+            .as_ref()
+            .map_or(0, Transport::buffered_len);
         self.0.paused.set(true);
         self.0.events.borrow_mut().push((true, buffered));
     }
     fn resume_producing(&self) {
-        let buffered = self.0.transport.borrow().as_ref().map_or(0, Transport::buffered_len);
+        let buffered = self
+            .0
+            .transport
+            .borrow()
+            .as_ref()
+            .map_or(0, Transport::buffered_len);
         self.0.paused.set(false);
         self.0.events.borrow_mut().push((false, buffered));
     }
@@ -440,37 +504,44 @@ pub fn producer_water_marks(kind: &dyn TransportKind, schedule: Option<Schedule>
     let pair = &*pair;
     let written = Cell::new(0usize);
     let closing = Cell::new(false);
-    wait(pair, "two pause/resume cycles, then the close", &c, &s, || {
-        if !connected(&c, &s) {
-            return false;
-        }
-        let events = producer.events.borrow().len();
-        let cycles_done = events / 2;
-        if cycles_done >= CYCLES && !closing.get() {
-            closing.set(true);
-            transport(&s).unregister_producer();
-            lose(&s);
-            if c.borrow().paused {
-                resume(&c);
+    wait(
+        pair,
+        "two pause/resume cycles, then the close",
+        &c,
+        &s,
+        || {
+            if !connected(&c, &s) {
+                return false;
             }
-        }
-        if !closing.get() {
-            // The reader: stalled while the producer runs, reading while it
-            // is paused.
-            let reader_paused = c.borrow().paused;
-            if producer.paused.get() && reader_paused {
-                resume(&c);
-            } else if !producer.paused.get() && !reader_paused && events % 2 == 0 && events > 0 {
-                pause(&c);
+            let events = producer.events.borrow().len();
+            let cycles_done = events / 2;
+            if cycles_done >= CYCLES && !closing.get() {
+                closing.set(true);
+                transport(&s).unregister_producer();
+                lose(&s);
+                if c.borrow().paused {
+                    resume(&c);
+                }
             }
-            if !producer.paused.get() {
-                let t = transport(&s);
-                t.write(&pattern(8, written.get(), CHUNK));
-                written.set(written.get() + CHUNK);
+            if !closing.get() {
+                // The reader: stalled while the producer runs, reading while it
+                // is paused.
+                let reader_paused = c.borrow().paused;
+                if producer.paused.get() && reader_paused {
+                    resume(&c);
+                } else if !producer.paused.get() && !reader_paused && events % 2 == 0 && events > 0
+                {
+                    pause(&c);
+                }
+                if !producer.paused.get() {
+                    let t = transport(&s);
+                    t.write(&pattern(8, written.get(), CHUNK));
+                    written.set(written.get() + CHUNK);
+                }
             }
-        }
-        both_lost(&c, &s)
-    });
+            both_lost(&c, &s)
+        },
+    );
     let events = producer.events.borrow().clone();
     assert!(events.len() >= 2 * CYCLES, "producer events: {events:?}");
     for (i, &(paused, buffered)) in events.iter().enumerate() {
@@ -487,7 +558,11 @@ pub fn producer_water_marks(kind: &dyn TransportKind, schedule: Option<Schedule>
             );
         }
     }
-    assert_bytes("everything produced", &received(&c), &pattern(8, 0, written.get()));
+    assert_bytes(
+        "everything produced",
+        &received(&c),
+        &pattern(8, 0, written.get()),
+    );
     assert_lost_once(pair, &c, &s);
     assert_eq!(lost(&s), [Lost::Done]);
     assert_eq!(lost(&c), [Lost::Done]);
@@ -511,7 +586,9 @@ fn lost_once(kind: &dyn TransportKind, schedule: Option<Schedule>, how: Close) {
     };
     let pair = kind.connect(client.boxed(), server.boxed(), schedule);
     let pair = &*pair;
-    wait(pair, "connection_made on both sides", &c, &s, || connected(&c, &s));
+    wait(pair, "connection_made on both sides", &c, &s, || {
+        connected(&c, &s)
+    });
     match how {
         Close::Lose => lose(&c),
         Close::Abort => transport(&c).abort_connection(),
@@ -537,7 +614,11 @@ fn lost_once(kind: &dyn TransportKind, schedule: Option<Schedule>, how: Close) {
         Close::Abort => assert_eq!(lost(&c), [Lost::Aborted], "client"),
     }
     if let Close::HalfClosesBothWays = how {
-        assert_eq!((c.borrow().eofs, s.borrow().eofs), (1, 1), "eofs (client, server)");
+        assert_eq!(
+            (c.borrow().eofs, s.borrow().eofs),
+            (1, 1),
+            "eofs (client, server)"
+        );
     }
 }
 
@@ -599,7 +680,10 @@ fn assert_peer_of_abort(kind: &dyn TransportKind, peer: &Shared, rst_certain: bo
     let got = lost(peer);
     match kind.quirks().peer_of_abort {
         PeerOfAbort::Reset if rst_certain => assert!(
-            matches!(got.as_slice(), [Lost::Error(io::ErrorKind::ConnectionReset, _)]),
+            matches!(
+                got.as_slice(),
+                [Lost::Error(io::ErrorKind::ConnectionReset, _)]
+            ),
             "the peer of a reset was told {got:?}, not a ConnectionReset error"
         ),
         PeerOfAbort::Reset => assert!(
@@ -618,7 +702,9 @@ pub fn peer_resets(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     let (server, s) = Peer::new();
     let pair = kind.connect(client.boxed(), server.boxed(), schedule);
     let pair = &*pair;
-    wait(pair, "connection_made on both sides", &c, &s, || connected(&c, &s));
+    wait(pair, "connection_made on both sides", &c, &s, || {
+        connected(&c, &s)
+    });
     transport(&s).abort_connection();
     wait(pair, "connection_lost on both sides", &c, &s, || {
         both_lost(&c, &s)

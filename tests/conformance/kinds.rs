@@ -28,7 +28,7 @@ pub const WAIT_BOUND: Duration = Duration::from_secs(30);
 /// How long one socket reactor may block in `poll` when it has nothing to do
 /// before the other side's reactor gets its turn. It bounds a turn, it is
 /// not a settle time: every wait is on a condition.
-const TURN: Duration = Duration::from_micros(200);
+const TURN: Duration = Duration::from_micros(20);
 
 /// How many pump steps a wait on the in-memory pump may take.
 const PUMP_STEP_BOUND: usize = 5_000_000;
@@ -123,8 +123,12 @@ struct SocketPair {
 
 impl SocketPair {
     fn turn(&self) {
-        self.server.iterate(Some(TURN)).expect("server reactor turn");
-        self.client.iterate(Some(TURN)).expect("client reactor turn");
+        self.server
+            .iterate(Some(TURN))
+            .expect("server reactor turn");
+        self.client
+            .iterate(Some(TURN))
+            .expect("client reactor turn");
         if let Some(e) = self.failed.borrow().as_ref() {
             panic!("the client could not connect: {e}");
         }
@@ -355,4 +359,3 @@ impl TransportKind for Pump {
         }))
     }
 }
-

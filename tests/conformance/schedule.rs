@@ -19,7 +19,7 @@ pub const MAX_SLEEP: Duration = Duration::from_micros(300);
 /// each run on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Perturb {
-    /// Every read cut to a random 1..=N bytes (N from the seed: 64, 1024 or
+    /// Every read cut to a random 1..=N bytes (N from the seed: 256, 4096 or
     /// 16384, so that small cuts are common without making MiB transfers
     /// take minutes).
     ShortReads,
@@ -63,7 +63,7 @@ impl Schedule {
             .wrapping_add(stream);
         let p = Perturbation::new(seed);
         match self.perturb {
-            Perturb::ShortReads => p.short_reads([64, 1024, 16384][(self.seed % 3) as usize]),
+            Perturb::ShortReads => p.short_reads([256, 4096, 16384][(self.seed % 3) as usize]),
             Perturb::SleepBeforePoll => p.sleep_before_poll(MAX_SLEEP),
             Perturb::ShuffleEvents => p.shuffle_events(),
             Perturb::PartialWrites => p.partial_writes(),
