@@ -170,4 +170,12 @@ impl Perturber {
             self.rng.borrow_mut().shuffle(events);
         }
     }
+
+    /// The in-memory pump's counterpart of sleeping before a poll: whether
+    /// to hold one direction back for one step (a coin toss, if
+    /// `sleep_before_poll` is configured), so that data, EOF and close pile
+    /// up and arrive together.
+    pub(crate) fn hold_back(&self) -> bool {
+        self.settings.max_sleep.is_some() && self.rng.borrow_mut().bool()
+    }
 }

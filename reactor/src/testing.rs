@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
 pub use crate::perturb::Perturbation;
+use crate::perturb::Perturber;
 use crate::protocol::{ConnectionLost, Producer, Protocol};
 use crate::transport::{Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 
@@ -517,17 +518,80 @@ pub struct IoPump<C: Protocol, S: Protocol> {
     server: Rc<RefCell<S>>,
     client_end: Rc<PipeEnd>,
     server_end: Rc<PipeEnd>,
+    schedule: Option<Perturber>,
 }
 
 /// Connects `client` and `server` in memory and calls their
 /// `connection_made` (server first, as Twisted's `iosim.connect`). Nothing is
 /// delivered until the returned pump is pumped.
 pub fn connect_in_memory<C: Protocol, S: Protocol>(client: C, server: S) -> IoPump<C, S> {
+    connect(client, server, None)
+}
+
+/// [`connect_in_memory`] under a seeded schedule perturbation: the pump's
+/// counterpart of [`ReactorBuilder::perturb`](crate::ReactorBuilder::perturb),
+/// so that a protocol (or a conformance suite) sees the same hostile
+/// schedules in memory as over sockets. What each setting of `schedule`
+/// does to a [`pump`](IoPump::pump) step:
+///
+/// - `short_reads(n)`: each direction moves a random 1..=n bytes of what is
+///   buffered (one `data_received` per step and direction);
+/// - `partial_writes()`: each direction moves a random 1..=len prefix of
+///   the `len` bytes buffered, so buffers drain slowly and producers see
+///   every level;
+/// - `shuffle_events()`: the two directions are handled (data, then EOF)
+///   in a random order instead of client to server first;
+/// - `sleep_before_poll(_)`: each direction is held back for the step with
+///   probability 1/2 (the duration is ignored; nothing sleeps), so writes,
+///   EOF and close pile up and arrive together, as coalesced readiness does.
+///
+/// Every choice comes from `schedule`'s seed: the same seed and the same
+/// protocols give the same run. A held-back step still counts as "moved"
+/// for [`pump`](IoPump::pump)'s result, so [`flush`](IoPump::flush) goes on.
+///
+/// ```
+/// use gyre_reactor::testing::{connect_in_memory_perturbed, Perturbation};
+/// use gyre_reactor::{Protocol, Transport};
+///
+/// #[derive(Default)]
+/// struct Sink { got: Vec<u8>, calls: usize }
+/// impl Protocol for Sink {
+///     fn data_received(&mut self, data: &[u8]) {
+///         self.got.extend_from_slice(data);
+///         self.calls += 1;
+///     }
+/// }
+/// struct Talker;
+/// impl Protocol for Talker {
+///     fn connection_made(&mut self, t: Transport) { t.write(&[7; 100]); }
+///     fn data_received(&mut self, _: &[u8]) {}
+/// }
+///
+/// let schedule = Perturbation::new(42).short_reads(8).shuffle_events();
+/// let pump = connect_in_memory_perturbed(Talker, Sink::default(), schedule);
+/// pump.flush().unwrap();
+/// assert_eq!(pump.with_server(|s| s.got.clone()), vec![7; 100]);
+/// assert!(pump.with_server(|s| s.calls) >= 100 / 8);
+/// ```
+pub fn connect_in_memory_perturbed<C: Protocol, S: Protocol>(
+    client: C,
+    server: S,
+    schedule: Perturbation,
+) -> IoPump<C, S> {
+    connect(client, server, Some(Perturber::new(schedule)))
+}
+
+fn connect<C: Protocol, S: Protocol>(
+    client: C,
+    server: S,
+    schedule: Option<Perturber>,
+) -> IoPump<C, S> {
     let pump = IoPump {
         client: Rc::new(RefCell::new(client)),
         server: Rc::new(RefCell::new(server)),
         client_end: Rc::new(PipeEnd::new(PUMP_CLIENT_ADDR, PUMP_SERVER_ADDR)),
         server_end: Rc::new(PipeEnd::new(PUMP_SERVER_ADDR, PUMP_CLIENT_ADDR)),
+        schedule,
     };
     let st = pump.server_transport();
     pump.server.borrow_mut().connection_made(st);
@@ -619,14 +683,38 @@ impl<C: Protocol, S: Protocol> IoPump<C, S> {
         self.client_end.check_high_water();
         self.server_end.check_high_water();
 
+        // Under a schedule: the order of the directions, and which of them
+        // are held back this step (indexed by the sending side).
+        let mut order = [(Side::Client, Side::Server), (Side::Server, Side::Client)];
+        let mut held = [false, false];
+        if let Some(schedule) = &self.schedule {
+            schedule.order(&mut order);
+            for (i, (side, _)) in order.iter().enumerate() {
+                let end = self.end(*side);
+                let pending = !end.out.borrow().is_empty()
+                    || (end.half_close_requested.get() && !end.write_shut.get())
+                    || end.lose_requested.get();
+                held[i] = pending && schedule.hold_back();
+            }
+        }
+        let mut moved = held.contains(&true);
+
         // 3. Data, taken both ways first, then delivered.
-        let mut moved = false;
         let take = |from: &PipeEnd, to: &PipeEnd| -> Vec<u8> {
             if from.out.borrow().is_empty() {
                 return Vec::new();
             }
             if to.can_receive() {
-                std::mem::take(&mut *from.out.borrow_mut())
+                let mut out = from.out.borrow_mut();
+                let n = match &self.schedule {
+                    Some(schedule) => schedule.read_len(schedule.write_len(out.len())),
+                    None => out.len(),
+                };
+                if n == out.len() {
+                    std::mem::take(&mut *out)
+                } else {
+                    out.drain(..n).collect()
+                }
             } else if to.closed.get() || to.lose_requested.get() || to.abort_requested.get() {
                 // The receiver stopped reading for good: the bytes are lost.
                 from.out.borrow_mut().clear();
@@ -635,23 +723,26 @@ impl<C: Protocol, S: Protocol> IoPump<C, S> {
                 Vec::new() // paused: wait
             }
         };
-        let to_server = take(&self.client_end, &self.server_end);
-        let to_client = take(&self.server_end, &self.client_end);
-        if !to_server.is_empty() {
-            moved = true;
-            self.data_received(Side::Server, &to_server);
+        let mut taken = Vec::with_capacity(2);
+        for (i, (from, to)) in order.into_iter().enumerate() {
+            if !held[i] {
+                taken.push((to, take(self.end(from), self.end(to))));
+            }
         }
-        if !to_client.is_empty() && !self.client_end.closed.get() {
-            moved = true;
-            self.data_received(Side::Client, &to_client);
+        for (to, data) in taken {
+            if !data.is_empty() && !self.end(to).closed.get() {
+                moved = true;
+                self.data_received(to, &data);
+            }
         }
         self.client_end.check_low_water();
         self.server_end.check_low_water();
 
         // 4. Half-closes whose data is delivered.
-        for (side, other) in [(Side::Client, Side::Server), (Side::Server, Side::Client)] {
+        for (i, (side, other)) in order.into_iter().enumerate() {
             let (end, peer) = (self.end(side), self.end(other));
-            if end.half_close_requested.get()
+            if !held[i]
+                && end.half_close_requested.get()
                 && !end.write_shut.get()
                 && !end.closed.get()
                 && end.out.borrow().is_empty()
@@ -669,14 +760,18 @@ impl<C: Protocol, S: Protocol> IoPump<C, S> {
         }
 
         // 5. Closes whose data is delivered.
-        for side in [Side::Client, Side::Server] {
+        for (i, (side, _)) in order.into_iter().enumerate() {
             let end = self.end(side);
             if end.abort_requested.get() {
                 // Aborted during this step: handled at the next step.
                 moved = true;
                 continue;
             }
-            if end.lose_requested.get() && !end.closed.get() && end.out.borrow().is_empty() {
+            if !held[i]
+                && end.lose_requested.get()
+                && !end.closed.get()
+                && end.out.borrow().is_empty()
+            {
                 self.close(side, ConnectionLost::Done, ConnectionLost::Done);
                 return true;
             }
@@ -1113,6 +1208,45 @@ mod tests {
         pump.flush().unwrap();
         assert!(pump.with_client(|c| c.received.is_empty()));
         assert!(pump.is_closed());
+    }
+
+    #[test]
+    fn perturbed_pump_is_seeded_and_delivers_everything_in_order() {
+        let run = |schedule: Perturbation| {
+            let client = Recorder {
+                greeting: Some(b"0123456789abcdefghijklmnopqrstuvwxyz"),
+                ..Recorder::default()
+            };
+            let server = Recorder {
+                echo: true,
+                keep_open_on_eof: true,
+                ..Recorder::default()
+            };
+            let pump = connect_in_memory_perturbed(client, server, schedule);
+            pump.with_client(|c| t(c).half_close());
+            pump.flush().unwrap();
+            pump.with_server(|s| t(s).lose_connection());
+            pump.flush().unwrap();
+            assert!(pump.is_closed());
+            let calls = pump.with_server(|s| (s.received.clone(), s.eofs, s.lost.clone()));
+            assert_eq!(calls.0, b"0123456789abcdefghijklmnopqrstuvwxyz");
+            assert_eq!((calls.1, calls.2), (1, vec!["done".to_string()]));
+            assert_eq!(
+                pump.with_client(|c| c.received.clone()),
+                b"0123456789abcdefghijklmnopqrstuvwxyz"
+            );
+            format!("{pump:?}")
+        };
+        for seed in 0..20 {
+            let all = Perturbation::new(seed)
+                .short_reads(5)
+                .partial_writes()
+                .shuffle_events()
+                .sleep_before_poll(std::time::Duration::from_secs(1));
+            run(all.clone());
+            run(Perturbation::new(seed).short_reads(1));
+            run(Perturbation::new(seed).sleep_before_poll(std::time::Duration::ZERO));
+        }
     }
 
     #[test]
