@@ -108,7 +108,6 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
-        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -117,11 +116,8 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
-        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
-        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
-        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -131,7 +127,6 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
-        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -140,11 +135,8 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
-        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
-        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
-        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -154,7 +146,6 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
-        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -163,11 +154,8 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
-        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
-        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
-        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -177,7 +165,6 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
-        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -186,11 +173,8 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
-        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
-        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
-        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }
@@ -200,7 +184,6 @@ conformance_suite! {
         half_close_by_client,
         half_close_by_server,
         lose_connection_flushes,
-        #[ignore = "fails until reading stops at lose_connection: see issue 9"]
         reading_stops_at_lose,
         abort_drops_buffered,
         pause_and_resume,
@@ -209,11 +192,8 @@ conformance_suite! {
         lost_once_after_abort,
         lost_once_after_peer_close,
         lost_once_after_half_closes,
-        #[ignore = "fails until the connect path reads (a greeting coalesced with the connect completion is never delivered): see issue 9"]
         server_speaks_first,
-        #[ignore = "fails until the connect path reads (the FIN coalesced with the connect completion is never read, the client hangs): see issue 9"]
         server_closes_at_once,
-        #[ignore = "fails until abort_connection resets (it closes with FIN, so the peer is told Done): see issue 9"]
         peer_resets,
         peer_resets_with_unread_input,
     }

@@ -189,25 +189,24 @@ impl ReactorBuilder {
 
     /// Creates the reactor.
     ///
-    /// One reactor per thread: while another reactor (any clone of its
-    /// handle) is alive on this thread, this fails with an
-    /// [`io::ErrorKind::AlreadyExists`] error. Once that reactor is dropped,
-    /// a new one can be built. Run a second loop on its own thread.
-    ///
-    /// "Dropped" means its last handle: a callback still queued on it, a
-    /// timer, or a protocol of an open connection that holds a `Reactor`
-    /// handle keeps it alive (a reference cycle) after the code that built
-    /// it let go of it.
+    /// Several reactors may live on one thread (a test's client and server
+    /// taking turns, say); each has its own poller, connections, timers and
+    /// life cycle. Deferreds and `async` tasks belong to the thread, not to a
+    /// reactor: a task woken from another thread wakes every loop of its
+    /// thread, and whichever iterates first polls it.
     ///
     /// ```
     /// use gyre_reactor::Reactor;
+    /// use std::{cell::Cell, rc::Rc, time::Duration};
     ///
     /// let first = Reactor::builder().install_signal_handlers(false).build()?;
-    /// let second = Reactor::builder().install_signal_handlers(false).build();
-    /// assert_eq!(second.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
-    /// drop(first);
-    /// let again = Reactor::builder().install_signal_handlers(false).build()?;
-    /// # drop(again);
+    /// let second = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let ran = Rc::new(Cell::new(false));
+    /// let flag = ran.clone();
+    /// second.call_soon(move || flag.set(true));
+    /// first.iterate(Some(Duration::ZERO)).unwrap(); // not the second's call
+    /// assert!(!ran.get());
+    /// assert!(second.run_until(|| ran.get(), Duration::from_secs(5)).unwrap());
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn build(self) -> io::Result<Reactor> {
@@ -346,24 +345,11 @@ impl Reactor {
     }
 
     fn from_builder(builder: ReactorBuilder) -> io::Result<Reactor> {
-        // One reactor per thread: the thread's task queue and the notifier
-        // that wakes it from other threads belong to one loop.
-        if !defer::runner::claim_thread() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "one reactor per thread: another reactor is alive on this thread \
-                 (drop it first, or build this one on its own thread)",
-            ));
-        }
-        let built = Reactor::build_claimed(builder);
-        if built.is_err() {
-            defer::runner::release_thread();
-        }
-        built
+        Reactor::build_loop(builder)
     }
 
-    /// Builds the reactor once the thread is claimed.
-    fn build_claimed(builder: ReactorBuilder) -> io::Result<Reactor> {
+    /// Builds the loop: its poller, waker, slots and clock.
+    fn build_loop(builder: ReactorBuilder) -> io::Result<Reactor> {
         let poll = mio::Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(WAKER_TOKEN))?);
@@ -406,7 +392,7 @@ impl Reactor {
         });
         // Futures spawned on this thread and woken elsewhere come back
         // through the loop's waker.
-        defer::runner::set_remote_notifier(Some(Arc::clone(&inner.remote_notifier)));
+        defer::runner::add_remote_notifier(Arc::clone(&inner.remote_notifier));
         Ok(Reactor { inner })
     }
 
@@ -1063,7 +1049,6 @@ impl Drop for Inner {
         if let Some(pool) = self.pool.get_mut().take() {
             pool.join_within(Instant::now() + self.shutdown_timeout);
         }
-        defer::runner::clear_remote_notifier(&self.remote_notifier);
-        defer::runner::release_thread();
+        defer::runner::remove_remote_notifier(&self.remote_notifier);
     }
 }

@@ -8,8 +8,9 @@
 //! - [`clock`]: timers on a real or a manual clock.
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
 //!
-//! One reactor per thread: building a second one while the first is alive
-//! is an error ([`ReactorBuilder::build`]).
+//! A reactor is passed explicitly; there is no global one. Several may live
+//! on one thread, each with its own connections, timers and life cycle;
+//! Deferreds and tasks belong to the thread ([`ReactorBuilder::build`]).
 //!
 //! Two rules, side by side (details in [`defer`]):
 //!

@@ -589,6 +589,12 @@ impl Conn {
             if let Some(reactor) = &reactor {
                 let _ = reactor.registry.deregister(&mut stream);
             }
+            if matches!(reason, ConnectionLost::Aborted) {
+                // An abort tells the peer the close was not clean: a zero
+                // linger makes the close send RST, not FIN, so the peer
+                // sees a reset rather than an orderly end of stream.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+            }
             drop(stream);
         }
         self.wbuf.borrow_mut().clear();

@@ -158,6 +158,8 @@ impl Transport {
     }
 
     /// Drops what is buffered and closes now (Twisted's `abortConnection`).
+    /// Over TCP the close sends RST, so the peer learns the close was not
+    /// clean (its `connection_lost` gets a reset error, not an orderly end).
     pub fn abort_connection(&self) {
         self.backend.abort_connection()
     }

@@ -1,11 +1,12 @@
 //! Tasks and the loop, on a real reactor: waking a task only enqueues it and
-//! the loop polls it (never `callback()`), and one reactor per thread.
+//! the loop polls it (never `callback()`), and several reactors on one thread.
 
 mod common;
 
 use std::cell::RefCell;
-use std::io;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use common::{reactor, wait};
 use gyre_reactor::defer::{ensure_deferred, Deferred};
@@ -83,37 +84,76 @@ fn task_woken_inside_a_deferred_callback_runs_after_it_returns() {
     );
 }
 
-/// A second live reactor on one thread is a clear error, while any handle of
-/// the first is alive.
+/// Two reactors on one thread are independent: each runs only its own
+/// calls, and a task woken from another thread is polled whichever of them
+/// iterates, because a remote wake reaches every loop of the thread (a
+/// second reactor once silently replaced the first one's notifier, so the
+/// first slept through the wake). Dropping one leaves the other's wakes
+/// working.
 #[test]
-fn second_reactor_on_a_thread_is_an_error() {
+fn two_reactors_on_one_thread_are_independent() {
     let first = reactor();
-    let clone = first.clone();
-    drop(first);
-    let err = Reactor::builder()
-        .install_signal_handlers(false)
-        .build()
-        .expect_err("a second reactor while the first is alive");
-    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-    assert!(
-        err.to_string().contains("one reactor per thread"),
-        "message: {err}"
-    );
-    // The first one is unaffected and still runs.
+    let second = reactor();
     let (resolver, d) = Deferred::<u8>::new();
-    clone.call_soon(move || resolver.callback(1).expect("fired once"));
-    wait(&clone, "the first reactor's call_soon", || d.called());
-    assert_eq!(d.take_result().expect("fired").expect("value"), 1);
+    second.call_soon(move || resolver.callback(1).expect("fired once"));
+    first
+        .iterate(Some(std::time::Duration::ZERO))
+        .expect("iterate");
+    assert!(
+        !d.called(),
+        "the first loop does not run the second's calls"
+    );
+    wait(&second, "the second reactor's call_soon", || d.called());
 
-    // Another thread may have its own.
-    let other = std::thread::spawn(|| {
-        Reactor::builder()
-            .install_signal_handlers(false)
-            .build()
-            .map(drop)
-            .map_err(|e| e.kind())
+    // A task woken from another thread while only the first loop runs
+    // (built before the second, whose notifier once replaced the first's):
+    // the wake reaches every loop of the thread.
+    let slot: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
+    let in_task = Arc::clone(&slot);
+    let task = first.spawn(async move {
+        std::future::poll_fn(|cx| {
+            let mut state = in_task.lock().expect("lock");
+            if state.0 {
+                Poll::Ready(())
+            } else {
+                state.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(7)
     });
-    assert_eq!(other.join().expect("no panic"), Ok(()));
+    let polled = Arc::clone(&slot);
+    wait(&first, "the task's first poll", || {
+        polled.lock().expect("lock").1.is_some()
+    });
+    let waker_side = Arc::clone(&slot);
+    std::thread::spawn(move || {
+        let waker = {
+            let mut state = waker_side.lock().expect("lock");
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    })
+    .join()
+    .expect("waker thread");
+    wait(&first, "the task, woken from another thread", || {
+        task.called()
+    });
+    assert_eq!(task.take_result().expect("fired").expect("value"), 7);
+
+    drop(first);
+    let work = second.defer_to_thread(|| 1);
+    let task = second.spawn(async move { Ok(work.await? + 1) });
+    wait(
+        &second,
+        "a task woken from the pool after the first was dropped",
+        || task.called(),
+    );
+    assert_eq!(task.take_result().expect("fired").expect("value"), 2);
 }
 
 /// A reactor built after the first was dropped works, including wakes of

@@ -50,8 +50,6 @@ thread_local! {
     /// Tasks to poll, drained only by the loop or `run_pending`.
     static TASK_QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
     static POLLING_TASKS: Cell<bool> = const { Cell::new(false) };
-    /// Whether a reactor lives on this thread (one per thread).
-    static REACTOR_ALIVE: Cell<bool> = const { Cell::new(false) };
     static TASKS: RefCell<slab::Slab<TaskEntry>> = const { RefCell::new(slab::Slab::new()) };
     static NEXT_GENERATION: Cell<u64> = const { Cell::new(1) };
     static REMOTE: Arc<RemoteWakes> = Arc::new(RemoteWakes::default());
@@ -196,17 +194,6 @@ pub fn has_pending() -> bool {
     QUEUE.with(|q| !q.borrow().is_empty()) || TASK_QUEUE.with(|q| !q.borrow().is_empty())
 }
 
-/// Claims this thread for a reactor; `false` if a reactor already lives
-/// here (one reactor per thread). [`release_thread`] gives the claim back.
-pub(crate) fn claim_thread() -> bool {
-    !REACTOR_ALIVE.with(|a| a.replace(true))
-}
-
-/// Gives back the claim of [`claim_thread`] (the reactor is dropped).
-pub(crate) fn release_thread() {
-    let _ = REACTOR_ALIVE.try_with(|a| a.set(false));
-}
-
 /// Moves wakes that arrived from other threads into the task queue (the
 /// loop polls them later in its iteration). The reactor calls this when its
 /// notifier fired.
@@ -217,24 +204,24 @@ pub(crate) fn run_remote_wakes() {
     }
 }
 
-/// Installs the function that tells this thread's event loop that another
-/// thread woke one of its tasks (the reactor passes its mio `Waker`).
-pub(crate) fn set_remote_notifier(notify: Option<Arc<dyn Fn() + Send + Sync>>) {
+/// Adds a function that tells one of this thread's event loops that
+/// another thread woke a task (each reactor adds its mio `Waker`). A
+/// remote wake calls every loop's notifier: tasks belong to the thread, and
+/// whichever of its loops iterates first polls them.
+pub(crate) fn add_remote_notifier(notify: Arc<dyn Fn() + Send + Sync>) {
     REMOTE.with(|r| {
-        if let Ok(mut slot) = r.notifier.lock() {
-            *slot = notify;
+        if let Ok(mut notifiers) = r.notifiers.lock() {
+            notifiers.push(notify);
         }
     });
 }
 
-/// Removes this thread's notifier if it is `notify` (a reactor being
-/// dropped must not remove the notifier of a newer reactor on the thread).
-pub(crate) fn clear_remote_notifier(notify: &Arc<dyn Fn() + Send + Sync>) {
-    REMOTE.with(|r| {
-        if let Ok(mut slot) = r.notifier.lock() {
-            if slot.as_ref().is_some_and(|n| Arc::ptr_eq(n, notify)) {
-                *slot = None;
-            }
+/// Removes the notifier `notify` (its reactor is dropped); the notifiers
+/// of other reactors on the thread stay.
+pub(crate) fn remove_remote_notifier(notify: &Arc<dyn Fn() + Send + Sync>) {
+    let _ = REMOTE.try_with(|r| {
+        if let Ok(mut notifiers) = r.notifiers.lock() {
+            notifiers.retain(|n| !Arc::ptr_eq(n, notify));
         }
     });
 }
@@ -299,7 +286,8 @@ fn wake_local(id: TaskId) {
 #[derive(Default)]
 struct RemoteWakes {
     ids: Mutex<Vec<TaskId>>,
-    notifier: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// One per live reactor on the home thread.
+    notifiers: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl RemoteWakes {
@@ -307,8 +295,8 @@ impl RemoteWakes {
         if let Ok(mut ids) = self.ids.lock() {
             ids.push(id);
         }
-        let notify = self.notifier.lock().ok().and_then(|n| n.clone());
-        if let Some(notify) = notify {
+        let notifiers = self.notifiers.lock().map(|n| n.clone()).unwrap_or_default();
+        for notify in notifiers {
             notify();
         }
     }
