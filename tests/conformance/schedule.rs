@@ -107,26 +107,66 @@ pub fn run_plain(kind: &dyn TransportKind, name: &str, behaviour: Behaviour) {
     }
 }
 
-/// Runs `behaviour` on `kind` under `perturb` with every seed of [`seeds`];
-/// the first failing seed fails the test, naming everything needed to rerun
-/// just it.
-pub fn run_seeded(kind: &dyn TransportKind, name: &str, perturb: Perturb, behaviour: Behaviour) {
+/// How many threads run one test's seeds side by side. Much of a perturbed
+/// run is waiting (sleeps before polls, a peer taking its turn), so two
+/// workers per test roughly halve the suite's wall time on two cores.
+const SEED_WORKERS: usize = 2;
+
+/// Runs `behaviour` on `kind` under `perturb` with every seed of [`seeds`],
+/// spread over [`SEED_WORKERS`] threads (each seed builds its own reactors
+/// on its own thread); the lowest failing seed fails the test, naming
+/// everything needed to rerun just it.
+pub fn run_seeded(
+    kind: &(dyn TransportKind + Sync),
+    name: &str,
+    perturb: Perturb,
+    behaviour: Behaviour,
+) {
     init_logging();
-    for seed in seeds() {
+    let seeds = seeds();
+    let failures = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..SEED_WORKERS)
+            .map(|worker| {
+                let mine: Vec<u64> = seeds
+                    .iter()
+                    .copied()
+                    .skip(worker)
+                    .step_by(SEED_WORKERS)
+                    .collect();
+                scope.spawn(move || {
+                    for seed in mine {
+                        let schedule = Schedule { perturb, seed };
+                        if let Err(payload) =
+                            catch_unwind(AssertUnwindSafe(|| behaviour(kind, Some(schedule))))
+                        {
+                            return Some((seed, payload));
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| match w.join() {
+                Ok(failure) => failure,
+                Err(payload) => Some((u64::MAX, payload)),
+            })
+            .collect::<Vec<_>>()
+    });
+    if let Some((seed, payload)) = failures.into_iter().min_by_key(|(seed, _)| *seed) {
         let schedule = Schedule { perturb, seed };
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| behaviour(kind, Some(schedule)))) {
-            eprintln!(
-                "\nconformance failure: transport={} behaviour={name} perturbation={} seed={seed} \
-                 ({:?})\n  rerun: GYRE_SCHEDULE_SEED={seed} cargo test --test conformance -- \
-                 --exact --include-ignored {}::{}::{name}\n",
-                kind.name(),
-                perturb.name(),
-                schedule.perturbation(0),
-                kind.name(),
-                perturb.name(),
-            );
-            std::panic::resume_unwind(payload);
-        }
+        eprintln!(
+            "\nconformance failure: transport={} behaviour={name} perturbation={} seed={seed} \
+             ({:?})\n  rerun: GYRE_SCHEDULE_SEED={seed} cargo test --test conformance -- \
+             --exact --include-ignored {}::{}::{name}\n",
+            kind.name(),
+            perturb.name(),
+            schedule.perturbation(0),
+            kind.name(),
+            perturb.name(),
+        );
+        std::panic::resume_unwind(payload);
     }
 }
 

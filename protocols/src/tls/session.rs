@@ -124,7 +124,8 @@ struct Timers {
 ///   write side and reads on until the peer's `close_notify` or EOF (at most
 ///   [`CLOSE_NOTIFY_TIMEOUT`]), so that what the peer sends meanwhile (TLS
 ///   1.3 session tickets, say) does not turn the close into a reset;
-///   plaintext arriving meanwhile is still delivered, as with TCP. Without
+///   plaintext arriving meanwhile is decrypted and dropped: reading stops
+///   at `lose_connection`, as with TCP. Without
 ///   a reactor the TCP connection is closed as soon as it has flushed.
 ///   `half_close` sends `close_notify` and shuts the TCP write side;
 ///   `abort_connection` aborts the TCP connection.
@@ -138,7 +139,8 @@ struct Timers {
 ///   `eof_received` runs, and its answer is honoured (`false` closes, `true`
 ///   keeps our side open for writing). A TCP EOF without `close_notify` is
 ///   reported to `connection_lost` as [`ConnectionLost::Error`] of kind
-///   `UnexpectedEof` (the stream may have been truncated).
+///   `UnexpectedEof` (the stream may have been truncated); a TCP error (a
+///   reset) is reported as that error.
 /// - A TLS error after the handshake (a corrupt record, a fatal alert)
 ///   aborts the connection; `connection_lost` gets an `InvalidData` error
 ///   naming it.
@@ -472,7 +474,7 @@ impl TlsTransport {
         }
         if !self.is_tls() {
             // Plaintext: the inner protocol may switch to TLS during this call.
-            if self.inner_connected() {
+            if self.inner_connected() && self.close_req.get() != Some(CloseKind::Full) {
                 self.call_inner(|p| p.data_received(data));
             }
             if self.is_tls() && !self.finished() {
@@ -543,7 +545,12 @@ impl TlsTransport {
                 .and_then(|m| m.poll_read());
             match event {
                 Some(ReadEvent::Data(data)) => {
-                    self.call_inner(|p| p.data_received(&data));
+                    // Reading stops at lose_connection (as over TCP): what
+                    // the peer sends while we close is decrypted (rustls
+                    // must see its close_notify) and dropped.
+                    if self.close_req.get() != Some(CloseKind::Full) {
+                        self.call_inner(|p| p.data_received(&data));
+                    }
                     if let Some(m) = self.machine.borrow_mut().as_mut() {
                         m.restore_plaintext(data);
                     }
@@ -560,7 +567,11 @@ impl TlsTransport {
     /// The peer's `close_notify`: the inner protocol's `eof_received`, and
     /// its answer.
     fn deliver_eof(&self) {
-        let keep_open = self.call_inner(|p| p.eof_received()).unwrap_or(false);
+        let keep_open = if self.close_req.get() == Some(CloseKind::Full) {
+            false
+        } else {
+            self.call_inner(|p| p.eof_received()).unwrap_or(false)
+        };
         if self.finished() {
             return;
         }
@@ -653,9 +664,16 @@ impl TlsTransport {
             let failure = self.with_machine(|m| m.failure().cloned());
             match failure {
                 Some(f) => Some(io::Error::new(f.kind, self.describe(&f))),
-                None if self.with_machine(|m| Some(m.is_truncated())) == Some(true) => Some(
-                    io::Error::new(io::ErrorKind::UnexpectedEof, self.truncation_message()),
-                ),
+                // A clean TCP close without close_notify: truncation. (A
+                // TCP error, such as a reset, is more specific and wins.)
+                None if matches!(reason, ConnectionLost::Done)
+                    && self.with_machine(|m| Some(m.is_truncated())) == Some(true) =>
+                {
+                    Some(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        self.truncation_message(),
+                    ))
+                }
                 None => None,
             }
         } else {
