@@ -10,7 +10,6 @@ use std::task::{Poll, Waker};
 
 use common::{reactor, wait};
 use gyre_reactor::defer::{ensure_deferred, Deferred};
-use gyre_reactor::Reactor;
 
 /// Issue 9, Done-when 2: a task awaiting a Deferred that is fired from a
 /// `call_soon` callback holding a `RefCell` borrow, which the task takes too
