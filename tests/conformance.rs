@@ -23,9 +23,11 @@
 //!
 //! # Adding a transport
 //!
-//! Implement `TransportKind` in `kinds.rs`, then add one
-//! `conformance_suite!` invocation below listing every behaviour for it
-//! (the `every_behaviour_is_listed` test checks the lists).
+//! Implement `TransportKind` in `kinds.rs`, then add one line
+//! `conformance_suite!(NAME = kinds::Kind);` below: it generates every
+//! behaviour for the plain loop and for each perturbation (the
+//! `every_behaviour_is_listed` test checks the one list against
+//! `behaviours::ALL`).
 //!
 //! # Seeds
 //!
@@ -37,10 +39,11 @@
 //!
 //! # Ignored tests
 //!
-//! None today. The convention, should a transport added later fail a
-//! behaviour because of a known bug: `#[ignore = "fails until ...: see
-//! issue N"]` on that kind (and schedule) only, never a weakened behaviour;
-//! run them with `--include-ignored`. The bugs this suite found when it was
+//! None: every kind passes every behaviour under every schedule. Should a
+//! transport added later fail one because of a known bug, give it a
+//! hand-written test module with `#[ignore = "fails until ...: see issue
+//! N"]` on that (kind, schedule, behaviour) only, never a weakened
+//! behaviour. The bugs this suite found when it was
 //! written (a greeting or a FIN coalesced with the connect completion never
 //! read, reading after `lose_connection` over TCP and TLS, `abort_connection`
 //! closing with FIN instead of RST, a TCP reset reported by TLS as a
@@ -55,352 +58,92 @@ mod peer;
 #[path = "conformance/schedule.rs"]
 mod schedule;
 
-/// Generates, for one kind, a module of tests per schedule: `plain` tests
-/// at the kind's top level, and one module per perturbation. Each schedule
-/// lists every behaviour, with its own `#[ignore]` where that kind fails it
-/// under that schedule.
-macro_rules! conformance_suite {
-    (
-        $kind_mod:ident = $kind:expr;
-        plain: { $( $(#[$pm:meta])* $pb:ident ),* $(,)? }
-        $( $perturb:ident as $variant:ident: { $( $(#[$m:meta])* $b:ident ),* $(,)? } )*
-    ) => {
-        mod $kind_mod {
-            #[allow(unused_imports)]
-            use super::*;
-
-            /// The behaviours this kind's plain and perturbed lists name.
-            pub const LISTED: &[(&str, &[&str])] = &[
-                ("plain", &[$( stringify!($pb) ),*]),
-                $( (stringify!($perturb), &[$( stringify!($b) ),*]), )*
-            ];
-
-            $(
-                #[test]
-                $(#[$pm])*
-                fn $pb() {
-                    schedule::run_plain(&$kind, stringify!($pb), behaviours::$pb);
-                }
-            )*
-
-            $(
-                mod $perturb {
-                    #[allow(unused_imports)]
-                    use super::*;
-                    $(
-                        #[test]
-                        $(#[$m])*
-                        fn $b() {
-                            schedule::run_seeded(
-                                &$kind,
-                                stringify!($b),
-                                schedule::Perturb::$variant,
-                                behaviours::$b,
-                            );
-                        }
-                    )*
-                }
-            )*
+/// Calls `$then!{ [$args] behaviour, ... }` with every behaviour, in the
+/// order of `behaviours::ALL`: the one list every kind and schedule uses.
+macro_rules! with_every_behaviour {
+    ($then:ident [$($args:tt)*]) => {
+        $then! { [$($args)*]
+            write_ordering,
+            write_sequence,
+            half_close_by_client,
+            half_close_by_server,
+            lose_connection_flushes,
+            reading_stops_at_lose,
+            abort_drops_buffered,
+            pause_and_resume,
+            producer_water_marks,
+            lost_once_after_lose,
+            lost_once_after_abort,
+            lost_once_after_peer_close,
+            lost_once_after_half_closes,
+            server_speaks_first,
+            server_closes_at_once,
+            peer_resets,
+            peer_resets_with_unread_input,
         }
     };
 }
 
-conformance_suite! {
-    tcp = kinds::Tcp;
-    plain: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    short_reads as ShortReads: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    sleep_before_poll as SleepBeforePoll: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    shuffle_events as ShuffleEvents: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    partial_writes as PartialWrites: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
+/// One `#[test]` per behaviour on the plain loop, and the list's names.
+macro_rules! plain_tests {
+    ([$kind:expr] $($b:ident),* $(,)?) => {
+        /// The behaviours generated for this kind, for `every_behaviour_is_listed`.
+        pub const LISTED: &[&str] = &[$(stringify!($b)),*];
+        $(
+            #[test]
+            fn $b() {
+                schedule::run_plain(&$kind, stringify!($b), behaviours::$b);
+            }
+        )*
+    };
 }
 
-conformance_suite! {
-    tls = kinds::Tls;
-    plain: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    short_reads as ShortReads: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    sleep_before_poll as SleepBeforePoll: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    shuffle_events as ShuffleEvents: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    partial_writes as PartialWrites: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
+/// One `#[test]` per behaviour under one perturbation, each over the seeds.
+macro_rules! seeded_tests {
+    ([$kind:expr, $variant:ident] $($b:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $b() {
+                schedule::run_seeded(
+                    &$kind,
+                    stringify!($b),
+                    schedule::Perturb::$variant,
+                    behaviours::$b,
+                );
+            }
+        )*
+    };
 }
 
-conformance_suite! {
-    pump = kinds::Pump;
-    plain: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    short_reads as ShortReads: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    sleep_before_poll as SleepBeforePoll: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    shuffle_events as ShuffleEvents: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
-    partial_writes as PartialWrites: {
-        write_ordering,
-        write_sequence,
-        half_close_by_client,
-        half_close_by_server,
-        lose_connection_flushes,
-        reading_stops_at_lose,
-        abort_drops_buffered,
-        pause_and_resume,
-        producer_water_marks,
-        lost_once_after_lose,
-        lost_once_after_abort,
-        lost_once_after_peer_close,
-        lost_once_after_half_closes,
-        server_speaks_first,
-        server_closes_at_once,
-        peer_resets,
-        peer_resets_with_unread_input,
-    }
+/// Generates, for one kind, `KIND::BEHAVIOUR` tests on the plain loop and
+/// `KIND::PERTURBATION::BEHAVIOUR` tests under each perturbation.
+macro_rules! conformance_suite {
+    ($kind_mod:ident = $kind:expr) => {
+        mod $kind_mod {
+            #[allow(unused_imports)]
+            use super::*;
+            with_every_behaviour!(plain_tests[$kind]);
+            conformance_suite!(@perturbed $kind;
+                short_reads ShortReads,
+                sleep_before_poll SleepBeforePoll,
+                shuffle_events ShuffleEvents,
+                partial_writes PartialWrites);
+        }
+    };
+    (@perturbed $kind:expr; $($perturb:ident $variant:ident),*) => {
+        $(
+            mod $perturb {
+                #[allow(unused_imports)]
+                use super::*;
+                with_every_behaviour!(seeded_tests[$kind, $variant]);
+            }
+        )*
+    };
 }
+
+conformance_suite!(tcp = kinds::Tcp);
+conformance_suite!(tls = kinds::Tls);
+conformance_suite!(pump = kinds::Pump);
 
 #[test]
 fn every_behaviour_is_listed() {
@@ -409,14 +152,11 @@ fn every_behaviour_is_listed() {
         ("tls", tls::LISTED),
         ("pump", pump::LISTED),
     ] {
-        assert_eq!(lists.len(), 5, "{kind}: plain and four perturbations");
-        for (schedule, listed) in lists {
-            assert_eq!(
-                *listed,
-                behaviours::ALL,
-                "{kind}::{schedule} must list every behaviour, in order"
-            );
-        }
+        assert_eq!(
+            lists,
+            behaviours::ALL,
+            "{kind} must generate every behaviour, in order"
+        );
     }
 }
 
