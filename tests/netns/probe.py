@@ -89,23 +89,28 @@ def send(servers, state_path, entries):
         state = load(state_path)
     except FileNotFoundError:
         state = {}
+    # Connect first, then send every IAMAT back to back, then read the
+    # answers: each client's send time is close to when its line left.
+    plan = []
     for entry in entries:
         server, client, age = entry.split(":")
         t = time.time_ns() - int(float(age) * 1e9)
         stamp = "%d.%09d" % (t // 10**9, t % 10**9)
-        lat = random.uniform(-80, 80)
-        lon = random.uniform(-170, 170)
-        loc = "%+.6f%+.6f" % (lat, lon)
+        loc = "%+.6f%+.6f" % (random.uniform(-80, 80), random.uniform(-170, 170))
         c = Conn(addr(servers[server]))
         c.open()
-        sent = time.time()
+        plan.append((server, client, loc, stamp, c))
+    sent = {}
+    for server, client, loc, stamp, c in plan:
+        sent[client] = time.time()
         c.sock.sendall(("IAMAT %s %s %s\n" % (client, loc, stamp)).encode())
+    for server, client, loc, stamp, c in plan:
         at = c.line().decode()
         c.close()
         fields = at.split()
         if fields[:2] != ["AT", server] or fields[3:] != [client, loc, stamp]:
             sys.exit("bad answer from %s: %r" % (server, at))
-        state[client] = {"at": at, "sent": sent, "server": server}
+        state[client] = {"at": at, "sent": sent[client], "server": server}
     with open(state_path, "w") as f:
         json.dump(state, f, indent=1)
 

@@ -212,6 +212,7 @@ record "1 flood" "$(probe send "$TMP/s1.json" "${entries[@]}" --wait "$(all)" --
 
 # (2) A partition: side A and side B each converge within themselves, then
 # after healing both converge to the newest location per client.
+CUT=$(now)
 ip -n "$BR" link set xa down
 log "partitioned: {${SIDE_A[*]}} | {${SIDE_B[*]}}"
 ea=(); eb=()
@@ -234,6 +235,10 @@ def t(line): return tuple(int(x) for x in line.split()[5].split("."))
 new = {c: (a[c] if t(a[c]["at"]) > t(b[c]["at"]) else b[c]) for c in a}
 json.dump(new, open(sys.argv[3], "w"))
 EOF
+# The partition lasts PARTITION_SECS in all (default 5), long enough for
+# TCP's retransmission back-off on the cut links to matter after healing.
+hold=$(echo "${PARTITION_SECS:-5} - ($(now) - $CUT)" | bc)
+if [ "$(echo "$hold > 0" | bc)" = 1 ]; then sleep "$hold"; fi
 HEAL=$(now)
 ip -n "$BR" link set xa up
 log "healed"
