@@ -19,7 +19,8 @@ use gyre_reactor::{factory_fn, ConnectionLost, Protocol, Reactor, Transport};
 
 const BOUND: Duration = Duration::from_secs(60);
 const PATH: &str = "/maps/api/place/nearbysearch/json";
-const BODY: &str = r#"{"html_attributions": [], "results": [{"name": "Royce Hall"}], "status": "OK"}"#;
+const BODY: &str =
+    r#"{"html_attributions": [], "results": [{"name": "Royce Hall"}], "status": "OK"}"#;
 
 /// What the fake saw.
 #[derive(Default)]
@@ -202,7 +203,11 @@ fn past_the_cap_lookups_queue_and_past_the_queue_get_over_query_limit_at_once() 
         assert!(d.called());
         let answer = d.take_result().unwrap().unwrap();
         assert_eq!(answer.status, "OVER_QUERY_LIMIT");
-        assert!(answer.json.contains("\"status\" : \"OVER_QUERY_LIMIT\""), "{}", answer.json);
+        assert!(
+            answer.json.contains("\"status\" : \"OVER_QUERY_LIMIT\""),
+            "{}",
+            answer.json
+        );
         assert!(answer.summary.contains("(not sent)"), "{}", answer.summary);
     }
     let stats = client.stats();
@@ -287,9 +292,14 @@ fn a_thousand_whatsats_for_one_client_make_one_places_request() {
         r#"{"servers": [{"name": "Alford", "host": "127.0.0.1", "port": 0}]}"#,
     )
     .unwrap();
-    let server =
-        HerdServer::start(&reactor, "Alford", &config, places.clone(), ServerLog::discard())
-            .unwrap();
+    let server = HerdServer::start(
+        &reactor,
+        "Alford",
+        &config,
+        places.clone(),
+        ServerLog::discard(),
+    )
+    .unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

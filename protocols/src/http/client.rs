@@ -294,7 +294,12 @@ impl HttpClient {
 
     /// Requests waiting for a connection now, all hosts together.
     pub fn waiting_requests(&self) -> usize {
-        self.inner.hosts.borrow().values().map(|h| h.waiting.len()).sum()
+        self.inner
+            .hosts
+            .borrow()
+            .values()
+            .map(|h| h.waiting.len())
+            .sum()
     }
 
     /// Host name lookups in flight now.
@@ -900,7 +905,9 @@ struct ResolveTicket(Weak<ClientInner>);
 impl Drop for ResolveTicket {
     fn drop(&mut self) {
         if let Some(client) = self.0.upgrade() {
-            client.resolving.set(client.resolving.get().saturating_sub(1));
+            client
+                .resolving
+                .set(client.resolving.get().saturating_sub(1));
         }
     }
 }

@@ -140,10 +140,9 @@ impl fmt::Display for HttpError {
                 f,
                 "too many requests waiting for a connection to {host} (limit {limit})"
             ),
-            HttpError::ResolverBusy { limit } => write!(
-                f,
-                "too many host name lookups in flight (limit {limit})"
-            ),
+            HttpError::ResolverBusy { limit } => {
+                write!(f, "too many host name lookups in flight (limit {limit})")
+            }
             HttpError::HeaderTooLarge { limit } => {
                 write!(f, "response head larger than the limit of {limit} bytes")
             }
