@@ -350,6 +350,7 @@ impl FakeServer {
             extra_ca_pem: Some(self.ca_pem.clone().into_bytes()),
             api_key: Some(KEY.to_string()),
             timeout: Duration::from_secs(10),
+            ..PlacesConfig::default()
         }
     }
 

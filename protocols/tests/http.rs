@@ -564,6 +564,7 @@ fn idle_connections_expire_and_the_pool_is_bounded() {
             pool: PoolConfig {
                 max_idle_per_host: 2,
                 idle_timeout: Duration::from_millis(100),
+                ..PoolConfig::default()
             },
             ..HttpClientConfig::default()
         },
@@ -583,6 +584,79 @@ fn idle_connections_expire_and_the_pool_is_bounded() {
 }
 
 // ----- 7: cancellation ----------------------------------------------------
+
+/// Issue 10: the connections per host are limited, not only the idle ones;
+/// requests past the limit wait (bounded) and get a connection when one
+/// frees up; past the wait bound they fail at once with `TooManyWaiting`.
+#[test]
+fn connections_per_host_are_limited_and_waiting_is_bounded() {
+    let (reactor, port, seen) = canned_server();
+    let client = HttpClient::with_config(
+        &reactor,
+        HttpClientConfig {
+            pool: PoolConfig {
+                max_connections_per_host: 2,
+                max_waiting_per_host: 3,
+                ..PoolConfig::default()
+            },
+            ..HttpClientConfig::default()
+        },
+    );
+    let held: Vec<_> = (0..2).map(|_| client.get(&url(&port, "/never"))).collect();
+    let waiting: Vec<_> = (0..3).map(|_| client.get(&url(&port, "/keep"))).collect();
+    assert_eq!(client.waiting_requests(), 3);
+    let refused = client.get(&url(&port, "/keep"));
+    assert!(refused.called(), "refused at once");
+    let e = http_err(&reactor, &refused);
+    assert!(
+        matches!(e, HttpError::TooManyWaiting { limit: 3, .. }),
+        "{e}"
+    );
+    until(&reactor, "two requests arrive", || {
+        seen.borrow().requests.len() == 2
+    });
+    assert_eq!(seen.borrow().accepts, 2);
+    assert_eq!(client.open_connections(), 2);
+    assert!(waiting.iter().all(|d| !d.called()));
+    // Freeing the slots lets the waiting requests through.
+    for d in &held {
+        d.cancel();
+    }
+    for d in &waiting {
+        assert_eq!(ok(&reactor, d).body, b"ok");
+    }
+    assert!(seen.borrow().accepts <= 4);
+    assert!(client.open_connections() <= 2);
+    assert_eq!(client.waiting_requests(), 0);
+    let stats = client.stats();
+    assert_eq!((stats.waited, stats.refused), (3, 1));
+}
+
+/// Issue 10: host name lookups in flight on the thread pool are bounded;
+/// past the bound a request fails at once with `ResolverBusy`.
+#[test]
+fn resolver_jobs_are_bounded() {
+    let (reactor, port, _) = canned_server();
+    let client = HttpClient::with_config(
+        &reactor,
+        HttpClientConfig {
+            max_resolving: 1,
+            ..HttpClientConfig::default()
+        },
+    );
+    let by_name = format!("http://localhost:{}/keep", port.local_addr().port());
+    let first = client.get(&by_name);
+    assert_eq!(client.resolving(), 1);
+    let second = client.get(&by_name);
+    assert!(second.called(), "refused at once");
+    let e = http_err(&reactor, &second);
+    assert!(matches!(e, HttpError::ResolverBusy { limit: 1 }), "{e}");
+    // The first lookup goes on (localhost may resolve to ::1 first, where
+    // nothing listens; the request then tries 127.0.0.1).
+    let _ = wait(&reactor, &first);
+    assert_eq!(client.resolving(), 0);
+    assert_eq!(client.stats().refused, 1);
+}
 
 #[test]
 fn cancelling_a_request_closes_its_connection() {

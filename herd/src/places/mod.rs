@@ -47,7 +47,7 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-pub use client::{PlacesAnswer, PlacesClient};
+pub use client::{PlacesAnswer, PlacesClient, PlacesStats};
 pub use geo::{haversine_m, EARTH_RADIUS_M};
 pub use server::LocalPlacesService;
 
@@ -133,10 +133,50 @@ pub struct PlacesConfig {
     /// The whole request's time-out (connect, TLS, request, response).
     /// Default 10 s.
     pub timeout: Duration,
+    /// Most Places requests in flight at once for this client (a value of 0
+    /// is taken as 1); it is also the HTTP client's connection limit for
+    /// the endpoint's host, so at most this many Places connections are
+    /// open. Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// Most distinct requests waiting for one of the `max_in_flight` slots.
+    /// Past it a lookup is answered at once, without a request, with status
+    /// `OVER_QUERY_LIMIT`; this is logged (a warning) once when the queue
+    /// fills and once when it drains, with the count refused meanwhile.
+    /// Lookups that share a request in flight or queued (same cache key)
+    /// do not count. Default [`DEFAULT_MAX_QUEUED`].
+    pub max_queued: usize,
+    /// How long an `OK` or `ZERO_RESULTS` answer is kept and served again
+    /// for the same cache key, on the reactor's clock; zero disables the
+    /// cache (requests in flight are still shared). Default
+    /// [`DEFAULT_CACHE_TTL`].
+    ///
+    /// The cache key is the location rounded to [`CACHE_GRID_DEG`] degrees
+    /// (about 11 m of latitude), the radius rounded to whole metres, and
+    /// the result bound; never the API key. The request sent is the first
+    /// asker's exact one, and its answer serves every lookup with the same
+    /// key.
+    pub cache_ttl: Duration,
+    /// Most answers cached; past it the oldest is evicted. Zero disables
+    /// the cache. Default [`DEFAULT_CACHE_ENTRIES`].
+    pub cache_entries: usize,
 }
 
+/// The default [`PlacesConfig::max_in_flight`]: 16.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// The default [`PlacesConfig::max_queued`]: 256.
+pub const DEFAULT_MAX_QUEUED: usize = 256;
+/// The default [`PlacesConfig::cache_ttl`]: 60 s.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// The default [`PlacesConfig::cache_entries`]: 4096.
+pub const DEFAULT_CACHE_ENTRIES: usize = 4096;
+/// The grid, in degrees, that locations are rounded to for the answer
+/// cache and for sharing requests in flight: 1e-4 degrees, about 11 m of
+/// latitude (less of longitude away from the equator).
+pub const CACHE_GRID_DEG: f64 = 1e-4;
+
 impl Default for PlacesConfig {
-    /// The local back-end without a URL, no CA, no key, a 10 s time-out.
+    /// The local back-end without a URL, no CA, no key, a 10 s time-out,
+    /// and the default limits and cache.
     fn default() -> Self {
         PlacesConfig {
             api: PlacesApi::Local,
@@ -144,6 +184,10 @@ impl Default for PlacesConfig {
             extra_ca_pem: None,
             api_key: None,
             timeout: Duration::from_secs(10),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_queued: DEFAULT_MAX_QUEUED,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
         }
     }
 }
@@ -159,6 +203,10 @@ impl fmt::Debug for PlacesConfig {
             )
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_queued", &self.max_queued)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_entries", &self.cache_entries)
             .finish()
     }
 }

@@ -29,7 +29,7 @@
 //! bodies, HTTP/2.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -55,13 +55,35 @@ pub struct PoolConfig {
     pub max_idle_per_host: usize,
     /// An idle connection is closed after this long unused. Default 60 s.
     pub idle_timeout: Duration,
+    /// Most connections open at once per (scheme, host, port), idle and
+    /// connecting ones included (a value of 0 is taken as 1). A request
+    /// that finds none idle and the limit reached waits for one, first come
+    /// first served: it gets the next connection that finishes a kept-alive
+    /// response, or a new one when one closes. Default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_HOST`].
+    pub max_connections_per_host: usize,
+    /// Most requests waiting for a connection per (scheme, host, port).
+    /// Past it a request fails at once with
+    /// [`HttpError::TooManyWaiting`], logged (a warning at the 1st, 10th,
+    /// 100th, ... refusal). Waiting counts against the request time-out.
+    /// Default [`DEFAULT_MAX_WAITING_PER_HOST`].
+    pub max_waiting_per_host: usize,
 }
+
+/// The default [`PoolConfig::max_connections_per_host`]: 16.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 16;
+/// The default [`PoolConfig::max_waiting_per_host`]: 256.
+pub const DEFAULT_MAX_WAITING_PER_HOST: usize = 256;
+/// The default [`HttpClientConfig::max_resolving`]: 32.
+pub const DEFAULT_MAX_RESOLVING: usize = 32;
 
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             max_idle_per_host: 4,
             idle_timeout: Duration::from_secs(60),
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            max_waiting_per_host: DEFAULT_MAX_WAITING_PER_HOST,
         }
     }
 }
@@ -92,8 +114,14 @@ pub struct HttpClientConfig {
     /// Time-out of the whole request, from the call to the complete
     /// response (resolving, connecting, TLS, sending, receiving). Default 30 s.
     pub request_timeout: Duration,
-    /// The keep-alive pool.
+    /// The keep-alive pool and the per-host connection limit.
     pub pool: PoolConfig,
+    /// Most host name lookups in flight at once on the reactor's thread
+    /// pool (IP literals are not looked up). Past it a request fails at once
+    /// with [`HttpError::ResolverBusy`], logged (a warning at the 1st, 10th,
+    /// 100th, ... refusal), so a flood of requests cannot queue unbounded
+    /// DNS jobs. Default [`DEFAULT_MAX_RESOLVING`].
+    pub max_resolving: usize,
     /// The TLS settings of `https` requests. Default: the webpki (Mozilla)
     /// roots, ALPN `http/1.1`. The client speaks HTTP/1.1 only: do not offer
     /// `h2` through ALPN here.
@@ -110,6 +138,7 @@ impl Default for HttpClientConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),
+            max_resolving: DEFAULT_MAX_RESOLVING,
             tls: default_tls_config(),
         }
     }
@@ -142,6 +171,12 @@ pub struct ClientStats {
     pub connections_reused: u64,
     /// Requests sent again after a pooled connection turned out closed.
     pub retries: u64,
+    /// Requests that waited for a connection because their host was at
+    /// [`PoolConfig::max_connections_per_host`].
+    pub waited: u64,
+    /// Requests refused with [`HttpError::TooManyWaiting`] or
+    /// [`HttpError::ResolverBusy`].
+    pub refused: u64,
 }
 
 /// A nonblocking HTTP/1.1 and HTTPS client on a [`Reactor`]: a cheap
@@ -182,7 +217,21 @@ struct ClientInner {
     limits: ParserLimits,
     /// Idle kept-alive connections, oldest first.
     pool: RefCell<HashMap<PoolKey, Vec<Rc<Conn>>>>,
+    /// Open connections and waiting requests per host.
+    hosts: RefCell<HashMap<PoolKey, HostSlots>>,
+    /// Host name lookups in flight.
+    resolving: Cell<usize>,
     stats: Cell<ClientStats>,
+}
+
+/// One host's connection slots.
+#[derive(Default)]
+struct HostSlots {
+    /// Connections counted against the limit (connecting, busy or idle),
+    /// plus requests holding a slot while they resolve.
+    open: usize,
+    /// Requests waiting for a connection, first come first served.
+    waiting: VecDeque<Rc<Exchange>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -214,6 +263,8 @@ impl HttpClient {
                 config,
                 limits,
                 pool: RefCell::new(HashMap::new()),
+                hosts: RefCell::new(HashMap::new()),
+                resolving: Cell::new(0),
                 stats: Cell::new(ClientStats::default()),
             }),
         }
@@ -232,6 +283,28 @@ impl HttpClient {
     /// Idle connections in the pool now.
     pub fn idle_connections(&self) -> usize {
         self.inner.pool.borrow().values().map(Vec::len).sum()
+    }
+
+    /// Connections counted against
+    /// [`PoolConfig::max_connections_per_host`] now, all hosts together
+    /// (connecting, busy and idle ones).
+    pub fn open_connections(&self) -> usize {
+        self.inner.hosts.borrow().values().map(|h| h.open).sum()
+    }
+
+    /// Requests waiting for a connection now, all hosts together.
+    pub fn waiting_requests(&self) -> usize {
+        self.inner
+            .hosts
+            .borrow()
+            .values()
+            .map(|h| h.waiting.len())
+            .sum()
+    }
+
+    /// Host name lookups in flight now.
+    pub fn resolving(&self) -> usize {
+        self.inner.resolving.get()
     }
 
     /// Closes every idle connection in the pool.
@@ -290,6 +363,7 @@ impl HttpClient {
                 stage: RefCell::new(Stage::Start),
                 timer: RefCell::new(Some(timer)),
                 retried: Cell::new(false),
+                slot: Cell::new(false),
             }
         });
         log::debug!(
@@ -321,6 +395,109 @@ impl ClientInner {
         self.stats.set(stats);
     }
 
+    fn max_connections(&self) -> usize {
+        self.config.pool.max_connections_per_host.max(1)
+    }
+
+    /// Counts a refusal and logs it at the 1st, 10th, 100th, ... one.
+    fn refused(&self, why: &HttpError) {
+        self.count(|s| s.refused += 1);
+        let n = self.stats.get().refused;
+        let mut m = n;
+        while m >= 10 && m % 10 == 0 {
+            m /= 10;
+        }
+        if m == 1 {
+            log::warn!("HTTP request refused ({n} so far): {why}");
+        }
+    }
+
+    /// Takes a connection slot for `key` if one is free and nobody waits
+    /// for one (`jump_queue`: even if others wait, for a retry).
+    fn try_acquire(&self, key: &PoolKey, jump_queue: bool) -> bool {
+        let max = self.max_connections();
+        let mut hosts = self.hosts.borrow_mut();
+        let host = hosts.entry(key.clone()).or_default();
+        if host.open < max && (jump_queue || host.waiting.is_empty()) {
+            host.open += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives a connection slot of `key` back; waiting requests get it on
+    /// the next loop turn.
+    fn release_slot(self: &Rc<Self>, key: &PoolKey) {
+        let wake = {
+            let Ok(mut hosts) = self.hosts.try_borrow_mut() else {
+                return;
+            };
+            let Some(host) = hosts.get_mut(key) else {
+                return;
+            };
+            host.open = host.open.saturating_sub(1);
+            let wake = !host.waiting.is_empty();
+            if host.open == 0 && !wake {
+                hosts.remove(key);
+            }
+            wake
+        };
+        if wake {
+            let weak = Rc::downgrade(self);
+            let key = key.clone();
+            self.reactor.call_soon(move || {
+                if let Some(client) = weak.upgrade() {
+                    client.wake(&key);
+                }
+            });
+        }
+    }
+
+    /// Starts waiting requests of `key` while slots are free.
+    fn wake(self: &Rc<Self>, key: &PoolKey) {
+        let max = self.max_connections();
+        loop {
+            let next = {
+                let mut hosts = self.hosts.borrow_mut();
+                let Some(host) = hosts.get_mut(key) else {
+                    return;
+                };
+                if host.open >= max {
+                    return;
+                }
+                match host.waiting.pop_front() {
+                    Some(ex) if ex.is_done() => Some((ex, false)),
+                    Some(ex) => {
+                        host.open += 1;
+                        Some((ex, true))
+                    }
+                    None => None,
+                }
+            };
+            match next {
+                None => return,
+                Some((_, false)) => continue,
+                Some((ex, true)) => {
+                    ex.slot.set(true);
+                    ex.connect_new();
+                }
+            }
+        }
+    }
+
+    /// The next live request waiting for a connection to `key`.
+    fn next_waiting(&self, key: &PoolKey) -> Option<Rc<Exchange>> {
+        let mut hosts = self.hosts.borrow_mut();
+        let host = hosts.get_mut(key)?;
+        while let Some(ex) = host.waiting.pop_front() {
+            if !ex.is_done() {
+                return Some(ex);
+            }
+        }
+        None
+    }
+
     /// A usable idle connection for `key`, taken out of the pool.
     fn take_idle(&self, key: &PoolKey) -> Option<Rc<Conn>> {
         let mut pool = self.pool.borrow_mut();
@@ -346,6 +523,18 @@ impl ClientInner {
     /// Puts a connection whose response is complete into the pool, or
     /// closes it if the pool is full.
     fn release(&self, conn: &Rc<Conn>) {
+        if let Some(next) = self.next_waiting(&conn.key) {
+            // A request waits for this host: it gets the connection.
+            self.count(|s| s.connections_reused += 1);
+            *next.stage.borrow_mut() = Stage::Connection {
+                conn: Rc::clone(conn),
+                attempt: None,
+                addr: None,
+                rest: Vec::new(),
+            };
+            conn.send(next);
+            return;
+        }
         let max = self.config.pool.max_idle_per_host;
         if max == 0 {
             conn.close();
@@ -381,6 +570,8 @@ impl ClientInner {
 /// Where a request is.
 enum Stage {
     Start,
+    /// Waiting for a connection slot (in its host's `waiting` queue).
+    Waiting,
     /// Resolving; holds the resolve Deferred's watching link (cancelling it
     /// cancels the resolve) once it is made.
     Resolving(Option<Deferred<()>>),
@@ -405,6 +596,9 @@ struct Exchange {
     stage: RefCell<Stage>,
     timer: RefCell<Option<DelayedCall>>,
     retried: Cell<bool>,
+    /// Holds a connection slot not yet handed to a connection (while
+    /// resolving, between connection attempts).
+    slot: Cell<bool>,
 }
 
 impl Exchange {
@@ -427,8 +621,49 @@ impl Exchange {
                 rest: Vec::new(),
             };
             conn.send(Rc::clone(self));
-        } else {
+        } else if client.try_acquire(&self.key, false) {
+            self.slot.set(true);
             self.connect_new();
+        } else {
+            self.wait_for_slot(false);
+        }
+    }
+
+    /// Queues for a connection slot (`front`: a retry, ahead of the others
+    /// and past the bound), or fails if too many wait.
+    fn wait_for_slot(self: &Rc<Self>, front: bool) {
+        let client = &self.client.inner;
+        let limit = client.config.pool.max_waiting_per_host;
+        let queued = {
+            let mut hosts = client.hosts.borrow_mut();
+            let host = hosts.entry(self.key.clone()).or_default();
+            if front {
+                host.waiting.push_front(Rc::clone(self));
+                true
+            } else if host.waiting.len() < limit {
+                host.waiting.push_back(Rc::clone(self));
+                true
+            } else {
+                false
+            }
+        };
+        if queued {
+            client.count(|s| s.waited += 1);
+            *self.stage.borrow_mut() = Stage::Waiting;
+        } else {
+            let e = HttpError::TooManyWaiting {
+                host: self.key.1.clone(),
+                limit,
+            };
+            client.refused(&e);
+            self.finish(Err(e.into()));
+        }
+    }
+
+    /// Gives back the connection slot this request holds, if any.
+    fn give_up_slot(&self) {
+        if self.slot.replace(false) {
+            self.client.inner.release_slot(&self.key);
         }
     }
 
@@ -439,11 +674,22 @@ impl Exchange {
             self.connect_to(vec![SocketAddr::new(ip, url.port())]);
             return;
         }
+        let client = &self.client.inner;
+        let limit = client.config.max_resolving;
+        if client.resolving.get() >= limit {
+            let e = HttpError::ResolverBusy { limit };
+            client.refused(&e);
+            self.finish(Err(e.into()));
+            return;
+        }
+        client.resolving.set(client.resolving.get() + 1);
+        let ticket = ResolveTicket(Rc::downgrade(client));
         let resolving = self.reactor().resolve(url.host(), url.port());
         *self.stage.borrow_mut() = Stage::Resolving(None);
         let me = Rc::clone(self);
         // The chain's end fires with `()`; it is kept only to cancel.
         let link = resolving.add_both(move |addrs| {
+            drop(ticket);
             me.resolved(addrs);
             Ok(())
         });
@@ -483,6 +729,8 @@ impl Exchange {
         let client = &self.client.inner;
         let addr = addrs.remove(0);
         let conn = Rc::new(Conn::new(client, self.key.clone()));
+        // The connection now holds this request's slot.
+        conn.slot.set(self.slot.replace(false));
         conn.st.borrow_mut().exchange = Some(Rc::clone(self));
         conn.reset_for(&self.prepared);
         client.count(|s| s.connections_opened += 1);
@@ -554,6 +802,10 @@ impl Exchange {
             // Abandoned, or an attempt from before a retry.
             _ => return,
         };
+        // The slot goes back to this request, for the next address.
+        if conn.slot.replace(false) {
+            self.slot.set(true);
+        }
         conn.abort();
         if !rest.is_empty() {
             log::debug!("connect to {addr:?} failed ({failure}); trying the next address");
@@ -582,7 +834,12 @@ impl Exchange {
             "{}: the pooled connection was closed before any response; retrying on a new one",
             self.prepared.url.without_query()
         );
-        self.connect_new();
+        if self.client.inner.try_acquire(&self.key, true) {
+            self.slot.set(true);
+            self.connect_new();
+        } else {
+            self.wait_for_slot(true);
+        }
     }
 
     /// Stops everything in flight (cancel, time-out); fires nothing.
@@ -591,7 +848,14 @@ impl Exchange {
             let _ = timer.cancel();
         }
         let stage = self.stage.replace(Stage::Done);
+        self.give_up_slot();
         match stage {
+            Stage::Waiting => {
+                let mut hosts = self.client.inner.hosts.borrow_mut();
+                if let Some(host) = hosts.get_mut(&self.key) {
+                    host.waiting.retain(|w| !std::ptr::eq(Rc::as_ptr(w), self));
+                }
+            }
             Stage::Resolving(Some(d)) => d.cancel(),
             Stage::Resolving(None) => {}
             Stage::Connection { conn, attempt, .. } => {
@@ -610,6 +874,7 @@ impl Exchange {
             let _ = timer.cancel();
         }
         let old = self.stage.replace(Stage::Done);
+        self.give_up_slot();
         drop(old);
         if !self.result.called() {
             let _ = self.result.resolve(outcome);
@@ -622,7 +887,29 @@ impl Exchange {
 struct Conn {
     client: Weak<ClientInner>,
     key: PoolKey,
+    /// Counted against its host's connection limit (until it closes).
+    slot: Cell<bool>,
     st: RefCell<ConnState>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.give_up_slot();
+    }
+}
+
+/// One host name lookup counted in [`ClientInner::resolving`], until
+/// dropped (when the lookup's callback runs, or is dropped unrun).
+struct ResolveTicket(Weak<ClientInner>);
+
+impl Drop for ResolveTicket {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.upgrade() {
+            client
+                .resolving
+                .set(client.resolving.get().saturating_sub(1));
+        }
+    }
 }
 
 struct ConnState {
@@ -660,6 +947,7 @@ impl Conn {
         Conn {
             client: Rc::downgrade(client),
             key,
+            slot: Cell::new(false),
             st: RefCell::new(ConnState {
                 transport: None,
                 tcp: None,
@@ -675,6 +963,15 @@ impl Conn {
                 trailers: Vec::new(),
                 idle_timer: None,
             }),
+        }
+    }
+
+    /// Gives back this connection's slot, if it holds one.
+    fn give_up_slot(&self) {
+        if self.slot.replace(false) {
+            if let Some(client) = self.client.upgrade() {
+                client.release_slot(&self.key);
+            }
         }
     }
 
@@ -832,6 +1129,7 @@ impl Conn {
             (exchange, st.made, st.reused, st.got_bytes, finished)
         };
         self.forget_in_pool();
+        self.give_up_slot();
         let Some(exchange) = exchange else {
             return;
         };
@@ -886,6 +1184,7 @@ impl Conn {
             }
             st.transport.clone().or_else(|| st.tcp.clone())
         };
+        self.give_up_slot();
         if let Some(t) = transport {
             t.lose_connection();
         }
@@ -902,6 +1201,7 @@ impl Conn {
             }
             (st.transport.clone(), st.tcp.clone())
         };
+        self.give_up_slot();
         for t in [transport, tcp].into_iter().flatten() {
             t.abort_connection();
         }

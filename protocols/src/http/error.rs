@@ -52,6 +52,23 @@ pub enum HttpError {
     Tls(String),
     /// The whole request did not complete within the request time-out.
     TimedOut(TimedOut),
+    /// The host had [`PoolConfig::max_connections_per_host`](super::PoolConfig::max_connections_per_host)
+    /// connections open and already
+    /// [`PoolConfig::max_waiting_per_host`](super::PoolConfig::max_waiting_per_host)
+    /// requests waiting for one: refused at once, nothing sent.
+    TooManyWaiting {
+        /// The host.
+        host: String,
+        /// The limit on waiting requests.
+        limit: usize,
+    },
+    /// [`HttpClientConfig::max_resolving`](super::HttpClientConfig::max_resolving)
+    /// host name lookups were in flight already: refused at once, nothing
+    /// sent.
+    ResolverBusy {
+        /// The limit on lookups in flight.
+        limit: usize,
+    },
     /// The response head (status line and headers) exceeded the limit.
     HeaderTooLarge {
         /// The limit, in bytes.
@@ -119,6 +136,13 @@ impl fmt::Display for HttpError {
             HttpError::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
             HttpError::Tls(why) => write!(f, "TLS failed: {why}"),
             HttpError::TimedOut(t) => write!(f, "HTTP request {t}"),
+            HttpError::TooManyWaiting { host, limit } => write!(
+                f,
+                "too many requests waiting for a connection to {host} (limit {limit})"
+            ),
+            HttpError::ResolverBusy { limit } => {
+                write!(f, "too many host name lookups in flight (limit {limit})")
+            }
             HttpError::HeaderTooLarge { limit } => {
                 write!(f, "response head larger than the limit of {limit} bytes")
             }

@@ -34,7 +34,10 @@ mod message;
 pub mod parser;
 mod url;
 
-pub use client::{default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig};
+pub use client::{
+    default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_MAX_RESOLVING, DEFAULT_MAX_WAITING_PER_HOST,
+};
 pub use error::HttpError;
 pub use message::{Request, Response, USER_AGENT};
 pub use parser::{
