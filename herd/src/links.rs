@@ -40,13 +40,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
-use gyre_protocols::LineReceiver;
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::BackoffState;
 use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
 
 use crate::config::HerdConfig;
-use crate::server::{Conn, ConnHandler, Role, Server};
+use crate::server::{Conn, HerdProtocol, PeerLinks, Role, Server};
 
 /// Every neighbour's link state (one per server).
 pub(crate) struct Links {
@@ -203,6 +202,18 @@ impl Links {
         if let Some(delay) = delay {
             server.log.entry(format_args!(
                 "cannot reach neighbour {name}: {error}; retrying in {:.3} s",
+                delay.as_secs_f64()
+            ));
+        }
+    }
+
+    /// A connection we dialled to `name` closed before its link was
+    /// verified (the TLS handshake failed, or the certificate named someone
+    /// else): try again after the back-off.
+    pub(crate) fn verification_failed(&self, server: &Server, name: &str) {
+        if let Some(delay) = self.schedule_retry(server, name) {
+            server.log.entry(format_args!(
+                "no verified link with neighbour {name}; retrying in {:.3} s",
                 delay.as_secs_f64()
             ));
         }
@@ -408,20 +419,25 @@ struct DialFactory {
 }
 
 impl Factory for DialFactory {
-    type Protocol = LineReceiver<ConnHandler>;
+    type Protocol = HerdProtocol;
 
     fn build_protocol(&mut self, peer: SocketAddr) -> Option<Self::Protocol> {
         let server = self.server.upgrade()?;
         if server.is_stopped() {
             return None;
         }
-        Some(server.new_protocol(
-            peer,
-            Role::Link {
+        let role = match server.peer_links {
+            PeerLinks::Verified(_) => Role::Verifying {
+                neighbour: self.neighbour.clone(),
+                dialled: true,
+                line: None,
+            },
+            PeerLinks::Insecure => Role::Link {
                 neighbour: self.neighbour.clone(),
                 dialled: true,
             },
-        ))
+        };
+        Some(server.new_protocol(peer, role))
     }
 }
 
