@@ -582,7 +582,10 @@ fn a_single_server_needs_peer_tls_or_an_explicit_insecure_flag() {
         .expect("run the herd");
     assert!(!out.status.success(), "refused to start");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("herd pki init DIR --config FILE"), "{stderr}");
+    assert!(
+        stderr.contains("herd pki init DIR --config FILE"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--peer-tls DIR"), "{stderr}");
     assert!(stderr.contains("--insecure-peer-links"), "{stderr}");
 

@@ -11,12 +11,19 @@
 //!   retry; when the link drops, dialling resumes after the back-off's
 //!   first delay (a short pause, so that a neighbour that accepts and
 //!   drops at once is not dialled in a tight loop).
-//! - The dialling server's first line is `PEER <its name>`. The accepting
-//!   server takes the connection as a link only if that is the first line
-//!   and names one of its neighbours; otherwise the line is an invalid
-//!   command (`? PEER ...`) and the connection stays a client's.
-//! - A link is up as soon as the dialler has connected (on its side) or the
-//!   `PEER` line has arrived (on the other side). Each side then sends the
+//! - The dialling server's first line is `PEER <its name>`, and its TLS
+//!   ClientHello follows at once (mutual TLS; see the herd README's
+//!   Security section). The accepting server takes the connection as a
+//!   link only if that is the first line, names one of its neighbours, is
+//!   followed by a TLS handshake, and the client certificate (from the herd
+//!   CA) names that neighbour exactly; a `PEER` line not followed by TLS is
+//!   an invalid command (`? PEER ...`) and the connection stays a client's.
+//!   The dialler takes it as a link only if the acceptor's certificate
+//!   names the neighbour it dialled. (With
+//!   [`PeerTls::Insecure`](crate::PeerTls::Insecure), the `PEER` line alone
+//!   makes the link.)
+//! - A link is up as soon as its peer is verified (on either side); until
+//!   then it is not registered here, so it displaces nothing. Each side then sends the
 //!   other every location it stores, as AT lines, so a restarted server
 //!   catches up at once, without waiting for its neighbours' back-off
 //!   timers; after that, each newly stored location is flooded to every

@@ -381,19 +381,14 @@ pub fn start(
             peer_tls,
             ..ServerOptions::default()
         };
-        let server = HerdServer::bind(
-            reactor,
-            name,
-            &config,
-            places.clone(),
-            log,
-            server_options,
-        )
-        .and_then(|server| {
-            server.connect_neighbours(&config).inspect_err(|_| server.stop())?;
-            Ok(server)
-        })
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let server = HerdServer::bind(reactor, name, &config, places.clone(), log, server_options)
+            .and_then(|server| {
+                server
+                    .connect_neighbours(&config)
+                    .inspect_err(|_| server.stop())?;
+                Ok(server)
+            })
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
         // Scripts read these lines to know the herd is up, and may signal
         // it at once: print them when the loop runs, with its SIGINT and
         // SIGTERM handlers installed, so that stops it cleanly.

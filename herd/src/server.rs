@@ -2,9 +2,12 @@
 //!
 //! A server listens on one port for clients and neighbours alike and runs
 //! one [`LineReceiver`] (`\n` lines, a `\r` before the `\n` dropped) per
-//! connection. A connection is a client connection until its first line is
-//! `PEER <name>` for a configured neighbour; then it is a link (see
-//! `links.rs`), and so is every connection the server dials itself.
+//! connection, under a STARTTLS layer. A connection is a client connection
+//! until its first line is `PEER <name>` for a configured neighbour and the
+//! TLS handshake that follows proves, by a certificate from the herd CA,
+//! that it is that neighbour ([`ServerOptions::peer_tls`]); then it is a
+//! link (see `links.rs`), and so is every connection the server dials
+//! itself once the neighbour's certificate is verified.
 //!
 //! # Client connections
 //!
@@ -24,7 +27,8 @@
 //!   connection is closed. No `?` answer is written for it (the rest of an
 //!   over-long line cannot be told from a next command), and it is logged.
 //! - An `AT` line from a client, or a `PEER` line that is not its first
-//!   line or does not name a neighbour, is an invalid command (`? line`).
+//!   line, does not name a neighbour, or is not followed by a TLS
+//!   handshake, is an invalid command (`? line`), logged.
 //!
 //! # Link connections
 //!
@@ -620,7 +624,7 @@ impl Server {
         if conn.is_closing() {
             return;
         }
-        if names.iter().any(|n| *n == neighbour) {
+        if names.contains(&neighbour) {
             self.log.entry(format_args!(
                 "verified neighbour {neighbour} at {} by its certificate",
                 conn.peer
@@ -634,7 +638,11 @@ impl Server {
         }
         self.log.entry(format_args!(
             "refused a link with {} at {}: its certificate names {names:?}, not {neighbour:?}",
-            if dialled { "neighbour" } else { "a connection claiming to be" },
+            if dialled {
+                "neighbour"
+            } else {
+                "a connection claiming to be"
+            },
             conn.peer
         ));
         if let Some(line) = line {
@@ -670,10 +678,8 @@ impl Server {
         if let (Some(TLS_HANDSHAKE), Some(config)) = (data.first().copied(), creds) {
             let transport = ctx.transport().clone();
             if let Err(e) = start_tls_server(&transport, config) {
-                self.log.entry(format_args!(
-                    "cannot start TLS with {}: {e}",
-                    conn.peer
-                ));
+                self.log
+                    .entry(format_args!("cannot start TLS with {}: {e}", conn.peer));
                 conn.close();
                 return;
             }

@@ -48,7 +48,10 @@ fn wait(reactor: &Reactor, what: &str, done: impl Fn() -> bool) {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn pair_config() -> HerdConfig {
@@ -66,8 +69,15 @@ fn bind(reactor: &Reactor, ca: &HerdCa, config: &mut HerdConfig, name: &str) -> 
         peer_tls: PeerTls::Verified(ca.credentials(name).unwrap()),
         ..ServerOptions::default()
     };
-    let server =
-        HerdServer::bind(reactor, name, config, NoPlaces, ServerLog::memory(), options).unwrap();
+    let server = HerdServer::bind(
+        reactor,
+        name,
+        config,
+        NoPlaces,
+        ServerLog::memory(),
+        options,
+    )
+    .unwrap();
     config.set_port(name, server.local_addr().port()).unwrap();
     server
 }
@@ -119,9 +129,11 @@ fn plain_client(reactor: &Reactor, addr: SocketAddr) -> (Transport, Seen) {
 fn report(reactor: &Reactor, server: &HerdServer, client: &str, witness: &HerdServer) {
     let (t, _seen) = plain_client(reactor, server.local_addr());
     t.write(format!("IAMAT {client} +34.068930-118.445127 {}.5\n", now_secs()).as_bytes());
-    wait(reactor, &format!("{client} to reach {}", witness.name()), || {
-        witness.location(client.as_bytes()).is_some()
-    });
+    wait(
+        reactor,
+        &format!("{client} to reach {}", witness.name()),
+        || witness.location(client.as_bytes()).is_some(),
+    );
     t.lose_connection();
 }
 

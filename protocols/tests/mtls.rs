@@ -60,7 +60,9 @@ type Seen = Rc<RefCell<Vec<Option<Vec<String>>>>>;
 struct Recorder(Seen);
 impl Protocol for Recorder {
     fn connection_made(&mut self, t: Transport) {
-        let names = t.backend::<TlsTransport>().and_then(|tls| tls.peer_dns_names());
+        let names = t
+            .backend::<TlsTransport>()
+            .and_then(|tls| tls.peer_dns_names());
         self.0.borrow_mut().push(names);
         t.write(b"welcome");
     }

@@ -268,7 +268,10 @@ impl TlsTransport {
         for waiter in waiters {
             let _ = match &outcome {
                 Ok(()) => waiter.callback(()),
-                Err(e) => waiter.errback(DeferredFailure::new(io::Error::new(e.kind(), e.to_string()))),
+                Err(e) => waiter.errback(DeferredFailure::new(io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))),
             };
         }
     }
