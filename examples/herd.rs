@@ -5,7 +5,10 @@
 //! without an API key. Options (see HERD.md): `--config FILE`,
 //! `--server NAME`, `--places-api local|google|google-legacy`,
 //! `--places-url URL`, `--places-ca FILE`, `--places-key-file FILE`,
-//! `--log-dir DIR`. Ctrl-C stops it cleanly.
+//! `--log-dir DIR`, `--peer-tls DIR`, `--insecure-peer-links`; and
+//! `herd pki init DIR [--config FILE]`, `herd pki add NAME --dir DIR`.
+//! Ctrl-C stops it cleanly. The same program is the `herd` binary of
+//! gyre-herd (`cargo install --path herd`).
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -102,8 +102,20 @@ struct Herd {
 
 impl Herd {
     /// Starts `herd --config CONFIG --log-dir LOGS [--server NAME]`; its
-    /// stderr goes to `stderr-LABEL.txt` in `dir`.
+    /// stderr goes to `stderr-LABEL.txt` in `dir`. A single server gets
+    /// `--peer-tls DIR/pki`, made by `herd pki init` on first use.
     fn start(dir: &Path, config: &Path, server: Option<&str>) -> Herd {
+        let mut extra = Vec::new();
+        if server.is_some() {
+            let pki = pki_init(dir, config);
+            extra.push("--peer-tls".to_string());
+            extra.push(pki.display().to_string());
+        }
+        Herd::start_with(dir, config, server, &extra)
+    }
+
+    /// [`start`](Self::start) with exactly these extra arguments.
+    fn start_with(dir: &Path, config: &Path, server: Option<&str>, extra: &[String]) -> Herd {
         let label = server.unwrap_or("all").to_string();
         let stderr = File::options()
             .create(true)
@@ -124,6 +136,7 @@ impl Herd {
         if let Some(name) = server {
             command.args(["--server", name]);
         }
+        command.args(extra);
         let mut child = command.spawn().expect("start the herd example");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -210,6 +223,29 @@ impl Drop for Herd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `herd pki init DIR/pki --config CONFIG` unless `DIR/pki` has a CA;
+/// returns `DIR/pki`.
+fn pki_init(dir: &Path, config: &Path) -> PathBuf {
+    let pki = dir.join("pki");
+    if !pki.join("ca.pem").exists() {
+        let out = Command::new(herd_binary())
+            .arg("pki")
+            .arg("init")
+            .arg(&pki)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("run herd pki init");
+        assert!(
+            out.status.success(),
+            "herd pki init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("pki: wrote"));
+    }
+    pki
 }
 
 /// Sends `request`, half-closes, and reads everything until EOF.
@@ -485,4 +521,91 @@ fn sigint_right_after_the_listening_lines_stops_cleanly() {
     herd.wait_line("herd: stopped");
     let status = herd.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[test]
+fn pki_init_output_links_a_five_process_herd() {
+    let dir = TempDir::new("pki5");
+    let ports = free_ports(5);
+    let names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
+    let servers: Vec<(&str, u16)> = names.iter().copied().zip(ports).collect();
+    let config = write_config(
+        dir.path(),
+        &servers,
+        &[
+            ("Alford", "Hamilton"),
+            ("Alford", "Welsh"),
+            ("Ball", "Holiday"),
+            ("Ball", "Welsh"),
+            ("Hamilton", "Holiday"),
+        ],
+    );
+    let mut herds: Vec<Herd> = names
+        .iter()
+        .map(|name| Herd::start(dir.path(), &config, Some(name)))
+        .collect();
+    let addrs: Vec<SocketAddr> = herds
+        .iter_mut()
+        .zip(names)
+        .map(|(herd, name)| herd.wait_listening(&[name])[0])
+        .collect();
+    // Ball is three links away from Hamilton (Hamilton-Alford-Welsh-Ball).
+    let id = "far.client";
+    let time = now_field();
+    let answer = query(addrs[2], &format!("IAMAT {id} {UCLA} {time}\n"));
+    assert_at_line(answer.trim_end(), "Hamilton", id, &time);
+    for addr in &addrs {
+        assert_eq!(known_at_line(*addr, id), answer.trim_end());
+    }
+    let logs = dir.path().join("logs");
+    wait_log_line(&logs.join("Ball.log"), "verified neighbour Welsh at", 0);
+    wait_log_line(&logs.join("Ball.log"), "verified neighbour Holiday at", 0);
+}
+
+#[test]
+fn a_single_server_needs_peer_tls_or_an_explicit_insecure_flag() {
+    let dir = TempDir::new("insecure");
+    let ports = free_ports(2);
+    let config = write_config(
+        dir.path(),
+        &[("A", ports[0]), ("B", ports[1])],
+        &[("A", "B")],
+    );
+    let out = Command::new(herd_binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .args(["--server", "A"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the herd");
+    assert!(!out.status.success(), "refused to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("herd pki init DIR --config FILE"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--peer-tls DIR"), "{stderr}");
+    assert!(stderr.contains("--insecure-peer-links"), "{stderr}");
+
+    let mut herd = Herd::start_with(
+        dir.path(),
+        &config,
+        Some("A"),
+        &["--insecure-peer-links".to_string()],
+    );
+    let addr = herd.wait_listening(&["A"])[0];
+    wait_log_line(
+        &dir.path().join("logs").join("A.log"),
+        "WARNING: peer links are NOT authenticated",
+        0,
+    );
+    let stderr = read_log(&dir.path().join("stderr-A.txt"));
+    assert!(stderr.contains("--insecure-peer-links"), "{stderr}");
+    // Today's plain PEER behaviour: the claim is believed.
+    let answer = query(addr, "PEER B\n");
+    assert_eq!(answer, "");
+    herd.signal(libc::SIGINT);
+    assert!(herd.wait_exit().success());
 }

@@ -10,6 +10,8 @@
 //! - `links` (inside [`server`]'s workings): one TCP connection per link,
 //!   dialled and re-dialled, shared by both directions.
 //! - [`log`]: [`ServerLog`], each server's `NAME.log`.
+//! - [`pki`]: the herd CA and the servers' certificates, with which
+//!   neighbours authenticate each other ([`PeerTls`]).
 //! - [`places`]: the Places service clients and the local Places service.
 //! - [`program`]: the herd program's options and start-up (`examples/herd.rs`).
 //!
@@ -44,6 +46,7 @@ pub mod command;
 pub mod config;
 mod links;
 pub mod log;
+pub mod pki;
 pub mod places;
 pub mod program;
 pub mod server;
@@ -51,4 +54,5 @@ pub mod store;
 
 pub use config::{ConfigError, HerdConfig, ServerSpec};
 pub use log::ServerLog;
+pub use pki::{PeerCredentials, PeerTls};
 pub use server::{HerdServer, PlacesLookup, ServerOptions};

@@ -11,12 +11,19 @@
 //!   retry; when the link drops, dialling resumes after the back-off's
 //!   first delay (a short pause, so that a neighbour that accepts and
 //!   drops at once is not dialled in a tight loop).
-//! - The dialling server's first line is `PEER <its name>`. The accepting
-//!   server takes the connection as a link only if that is the first line
-//!   and names one of its neighbours; otherwise the line is an invalid
-//!   command (`? PEER ...`) and the connection stays a client's.
-//! - A link is up as soon as the dialler has connected (on its side) or the
-//!   `PEER` line has arrived (on the other side). Each side then sends the
+//! - The dialling server's first line is `PEER <its name>`, and its TLS
+//!   ClientHello follows at once (mutual TLS; see the herd README's
+//!   Security section). The accepting server takes the connection as a
+//!   link only if that is the first line, names one of its neighbours, is
+//!   followed by a TLS handshake, and the client certificate (from the herd
+//!   CA) names that neighbour exactly; a `PEER` line not followed by TLS is
+//!   an invalid command (`? PEER ...`) and the connection stays a client's.
+//!   The dialler takes it as a link only if the acceptor's certificate
+//!   names the neighbour it dialled. (With
+//!   [`PeerTls::Insecure`](crate::PeerTls::Insecure), the `PEER` line alone
+//!   makes the link.)
+//! - A link is up as soon as its peer is verified (on either side); until
+//!   then it is not registered here, so it displaces nothing. Each side then sends the
 //!   other every location it stores, as AT lines, so a restarted server
 //!   catches up at once, without waiting for its neighbours' back-off
 //!   timers; after that, each newly stored location is flooded to every
@@ -40,13 +47,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
-use gyre_protocols::LineReceiver;
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::BackoffState;
 use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
 
 use crate::config::HerdConfig;
-use crate::server::{Conn, ConnHandler, Role, Server};
+use crate::server::{Conn, HerdProtocol, PeerLinks, Role, Server};
 
 /// Every neighbour's link state (one per server).
 pub(crate) struct Links {
@@ -203,6 +209,18 @@ impl Links {
         if let Some(delay) = delay {
             server.log.entry(format_args!(
                 "cannot reach neighbour {name}: {error}; retrying in {:.3} s",
+                delay.as_secs_f64()
+            ));
+        }
+    }
+
+    /// A connection we dialled to `name` closed before its link was
+    /// verified (the TLS handshake failed, or the certificate named someone
+    /// else): try again after the back-off.
+    pub(crate) fn verification_failed(&self, server: &Server, name: &str) {
+        if let Some(delay) = self.schedule_retry(server, name) {
+            server.log.entry(format_args!(
+                "no verified link with neighbour {name}; retrying in {:.3} s",
                 delay.as_secs_f64()
             ));
         }
@@ -408,20 +426,25 @@ struct DialFactory {
 }
 
 impl Factory for DialFactory {
-    type Protocol = LineReceiver<ConnHandler>;
+    type Protocol = HerdProtocol;
 
     fn build_protocol(&mut self, peer: SocketAddr) -> Option<Self::Protocol> {
         let server = self.server.upgrade()?;
         if server.is_stopped() {
             return None;
         }
-        Some(server.new_protocol(
-            peer,
-            Role::Link {
+        let role = match server.peer_links {
+            PeerLinks::Verified(_) => Role::Verifying {
+                neighbour: self.neighbour.clone(),
+                dialled: true,
+                line: None,
+            },
+            PeerLinks::Insecure => Role::Link {
                 neighbour: self.neighbour.clone(),
                 dialled: true,
             },
-        ))
+        };
+        Some(server.new_protocol(peer, role))
     }
 }
 

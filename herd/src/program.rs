@@ -10,8 +10,9 @@ use gyre_reactor::{Phase, Reactor, SystemEvent};
 
 use crate::config::HerdConfig;
 use crate::log::{LogLimits, ServerLog};
+use crate::pki::{self, HerdCa, PeerCredentials, PeerTls};
 use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
-use crate::server::HerdServer;
+use crate::server::{HerdServer, ServerOptions};
 
 /// The environment variable that may hold the Google Places API key.
 pub const API_KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
@@ -40,20 +41,35 @@ pub struct Options {
     /// `--log-keep N`: rotated log files kept per server (default
     /// [`DEFAULT_LOG_KEEP`](crate::log::DEFAULT_LOG_KEEP)).
     pub log_keep: Option<usize>,
+    /// `--peer-tls DIR`: the herd CA and the servers' keys and
+    /// certificates, as `herd pki init DIR` writes them.
+    pub peer_tls: Option<PathBuf>,
+    /// `--insecure-peer-links`: accept unauthenticated peer links (warned
+    /// about in the log).
+    pub insecure_peer_links: bool,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
-            [--log-max-bytes N] [--log-keep N]
+            [--log-max-bytes N] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
+       herd pki init DIR [--config FILE]
+       herd pki add NAME --dir DIR
 
 Runs the herd of HERD.md: by default the built-in five servers (Alford 12000,
 Ball 12001, Hamilton 12002, Holiday 12003, Welsh 12004) in this process, with
 a local Places service unless a Google API key is configured (the
 --places-key-file option or the GOOGLE_PLACES_API_KEY variable). Each
 server's log rotates at --log-max-bytes (default 64 MiB), keeping
---log-keep old files (default 4).";
+--log-keep old files (default 4).
+
+Neighbours link over mutual TLS: each must present a certificate from the
+herd's CA naming it. The one-process herd makes its CA in memory at start-up.
+A herd of separate processes (--server NAME) needs the files of
+`herd pki init DIR --config FILE` (the CA, and a key and certificate per
+server; `herd pki add NAME --dir DIR` adds one) and --peer-tls DIR; without
+them --server refuses to start unless --insecure-peer-links is given.";
 
 /// A command line that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +121,15 @@ impl Options {
             if name == "--help" || name == "-h" {
                 return Err(UsageError(HELP_REQUESTED.into()));
             }
+            if name == "--insecure-peer-links" {
+                if inline.is_some() {
+                    return Err(UsageError(
+                        "--insecure-peer-links takes no value".to_string(),
+                    ));
+                }
+                options.insecure_peer_links = true;
+                continue;
+            }
             match name.as_str() {
                 "--log-max-bytes" => {
                     let value = value_of(&name, inline, &mut args)?;
@@ -128,6 +153,7 @@ impl Options {
                         "--places-ca" => &mut options.places_ca,
                         "--places-key-file" => &mut options.places_key_file,
                         "--log-dir" => &mut options.log_dir,
+                        "--peer-tls" => &mut options.peer_tls,
                         _ => return Err(UsageError(format!("unknown argument {arg:?}"))),
                     };
                     let value = value_of(&name, inline, &mut args)?;
@@ -144,8 +170,112 @@ impl Options {
                 )));
             }
         }
+        if options.peer_tls.is_some() && options.insecure_peer_links {
+            return Err(UsageError(
+                "--peer-tls and --insecure-peer-links cannot be used together".to_string(),
+            ));
+        }
         Ok(options)
     }
+}
+
+/// The error of `--server NAME` without `--peer-tls DIR` (nor
+/// `--insecure-peer-links`): what to do about it.
+pub const NEEDS_PEER_TLS: &str = "\
+--server runs one server of a herd of separate processes, whose links to its
+neighbours must be authenticated. Make the herd's keys and certificates once:
+    herd pki init DIR --config FILE
+give each server DIR (ca.pem, NAME.pem and NAME-key.pem are enough; keep
+ca-key.pem elsewhere) and run it with --peer-tls DIR. To run without
+authenticated links anyway (anyone could then forge locations), give
+--insecure-peer-links.";
+
+/// How each server's links are authenticated, from the options: the
+/// credentials in `--peer-tls DIR`, none with `--insecure-peer-links`, a CA
+/// made now in memory for a one-process herd, and an error for `--server`
+/// without either.
+fn peer_tls_for(options: &Options, names: &[String]) -> Result<Vec<PeerTls>, Box<dyn Error>> {
+    if let Some(dir) = &options.peer_tls {
+        return names
+            .iter()
+            .map(|name| {
+                PeerCredentials::load(dir, name)
+                    .map(PeerTls::Verified)
+                    .map_err(|e| format!("--peer-tls {}: {e}", dir.display()).into())
+            })
+            .collect();
+    }
+    if options.insecure_peer_links {
+        eprintln!(
+            "herd: WARNING: --insecure-peer-links: peer links are not authenticated; anyone can claim to be a neighbour and forge locations"
+        );
+        return Ok(names.iter().map(|_| PeerTls::Insecure).collect());
+    }
+    if options.server.is_some() {
+        return Err(NEEDS_PEER_TLS.into());
+    }
+    let ca = HerdCa::generate()?;
+    names
+        .iter()
+        .map(|name| Ok(PeerTls::Verified(ca.credentials(name)?)))
+        .collect()
+}
+
+/// `herd pki init DIR [--config FILE]` and `herd pki add NAME --dir DIR`
+/// (the arguments after `pki`). Prints the files written.
+pub fn run_pki(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = args.into_iter().collect();
+    let usage = |m: &str| -> Box<dyn Error> { Box::new(UsageError(m.to_string())) };
+    let written = match args.first().map(String::as_str) {
+        Some("init") => {
+            let mut dir = None;
+            let mut config = None;
+            let mut rest = args[1..].iter().cloned();
+            while let Some(arg) = rest.next() {
+                match arg.split_once('=') {
+                    Some(("--config", v)) => config = Some(PathBuf::from(v)),
+                    _ if arg == "--config" => {
+                        config = Some(PathBuf::from(value_of("--config", None, &mut rest)?))
+                    }
+                    _ if arg.starts_with("--") || dir.is_some() => {
+                        return Err(usage(&format!("pki init: unexpected argument {arg:?}")))
+                    }
+                    _ => dir = Some(PathBuf::from(arg)),
+                }
+            }
+            let dir = dir.ok_or_else(|| usage("pki init needs a directory"))?;
+            let config = match &config {
+                Some(path) => HerdConfig::from_file(path)?,
+                None => HerdConfig::default(),
+            };
+            pki::init(&dir, &config)?
+        }
+        Some("add") => {
+            let mut name = None;
+            let mut dir = None;
+            let mut rest = args[1..].iter().cloned();
+            while let Some(arg) = rest.next() {
+                match arg.split_once('=') {
+                    Some(("--dir", v)) => dir = Some(PathBuf::from(v)),
+                    _ if arg == "--dir" => {
+                        dir = Some(PathBuf::from(value_of("--dir", None, &mut rest)?))
+                    }
+                    _ if arg.starts_with("--") || name.is_some() => {
+                        return Err(usage(&format!("pki add: unexpected argument {arg:?}")))
+                    }
+                    _ => name = Some(arg),
+                }
+            }
+            let name = name.ok_or_else(|| usage("pki add needs a server name"))?;
+            let dir = dir.ok_or_else(|| usage("pki add needs --dir DIR"))?;
+            pki::add(&dir, &name)?
+        }
+        _ => return Err(usage("pki needs init or add")),
+    };
+    for path in written {
+        println!("pki: wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn value_of(
@@ -238,15 +368,26 @@ pub fn start(
         max_bytes: options.log_max_bytes.unwrap_or(defaults.max_bytes),
         keep: options.log_keep.unwrap_or(defaults.keep),
     };
+    let peer_tls = peer_tls_for(options, &names)?;
     let mut servers = Vec::new();
-    for name in &names {
+    for (name, peer_tls) in names.iter().zip(peer_tls) {
         let log = ServerLog::open_with_limits(&log_dir, name, log_limits).map_err(|e| {
             format!(
                 "cannot open the log of {name} in {}: {e}",
                 log_dir.display()
             )
         })?;
-        let server = HerdServer::start(reactor, name, &config, places.clone(), log)
+        let server_options = ServerOptions {
+            peer_tls,
+            ..ServerOptions::default()
+        };
+        let server = HerdServer::bind(reactor, name, &config, places.clone(), log, server_options)
+            .and_then(|server| {
+                server
+                    .connect_neighbours(&config)
+                    .inspect_err(|_| server.stop())?;
+                Ok(server)
+            })
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         // Scripts read these lines to know the herd is up, and may signal
         // it at once: print them when the loop runs, with its SIGINT and
@@ -260,7 +401,14 @@ pub fn start(
 
 /// Parses the command line, starts the herd and runs it until SIGINT or
 /// SIGTERM (then the servers close their connections and it returns).
+///
+/// `herd pki ...` (a first argument `pki`) runs [`run_pki`] instead.
 pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("pki") {
+        args.next();
+        return run_pki(args);
+    }
     let options = Options::parse(args)?;
     let reactor = Reactor::new()?;
     let (servers, _local) = start(&reactor, &options)?;

@@ -2,9 +2,12 @@
 //!
 //! A server listens on one port for clients and neighbours alike and runs
 //! one [`LineReceiver`] (`\n` lines, a `\r` before the `\n` dropped) per
-//! connection. A connection is a client connection until its first line is
-//! `PEER <name>` for a configured neighbour; then it is a link (see
-//! `links.rs`), and so is every connection the server dials itself.
+//! connection, under a STARTTLS layer. A connection is a client connection
+//! until its first line is `PEER <name>` for a configured neighbour and the
+//! TLS handshake that follows proves, by a certificate from the herd CA,
+//! that it is that neighbour ([`ServerOptions::peer_tls`]); then it is a
+//! link (see `links.rs`), and so is every connection the server dials
+//! itself once the neighbour's certificate is verified.
 //!
 //! # Client connections
 //!
@@ -24,7 +27,8 @@
 //!   connection is closed. No `?` answer is written for it (the rest of an
 //!   over-long line cannot be told from a next command), and it is logged.
 //! - An `AT` line from a client, or a `PEER` line that is not its first
-//!   line or does not name a neighbour, is an invalid command (`? line`).
+//!   line, does not name a neighbour, or is not followed by a TLS
+//!   handshake, is an invalid command (`? line`), logged.
 //!
 //! # Link connections
 //!
@@ -69,6 +73,7 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use gyre_protocols::tls::{start_tls_client, start_tls_server, StartTls, TlsTransport};
 use gyre_protocols::{LineContext, LineControl, LineHandler, LineReceiver};
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::{Backoff, Deferred};
@@ -78,6 +83,7 @@ use crate::command::{self, Command, IAmAt, WhatsAt};
 use crate::config::HerdConfig;
 use crate::links::Links;
 use crate::log::{escape, ServerLog};
+use crate::pki::{HerdCa, PeerTls, PEER_HANDSHAKE_TIMEOUT};
 use crate::places::{PlacesAnswer, PlacesClient};
 use crate::store::{Location, Store};
 
@@ -181,6 +187,10 @@ pub struct ServerOptions {
     /// so a client trickling bytes without a newline (slow-loris) is closed
     /// too. Links to neighbours have no idle time-out.
     pub client_idle_timeout: Duration,
+    /// How links to neighbours are authenticated (default
+    /// [`PeerTls::InProcess`]: mutual TLS with a CA made in memory for this
+    /// process). See [`PeerTls`] and the herd README's Security section.
+    pub peer_tls: PeerTls,
 }
 
 impl Default for ServerOptions {
@@ -201,6 +211,7 @@ impl Default for ServerOptions {
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
+            peer_tls: PeerTls::default(),
         }
     }
 }
@@ -217,6 +228,7 @@ impl fmt::Debug for ServerOptions {
             .field("max_client_id_length", &self.max_client_id_length)
             .field("max_time_ahead", &self.max_time_ahead)
             .field("client_idle_timeout", &self.client_idle_timeout)
+            .field("peer_tls", &self.peer_tls)
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +291,7 @@ impl HerdServer {
             )
         })?;
         let addr = spec.addr();
+        let peer_links = PeerLinks::for_server(name, &options.peer_tls)?;
         let neighbours: Vec<String> = config
             .neighbours(name)
             .into_iter()
@@ -305,6 +318,7 @@ impl HerdServer {
             store: RefCell::new(store),
             places: Box::new(places),
             links: Links::new(name, &neighbours),
+            peer_links,
             port: RefCell::new(Some(port)),
             accept_slot: Rc::clone(&slot),
             conns: RefCell::new(HashMap::new()),
@@ -325,6 +339,20 @@ impl HerdServer {
                 neighbours.join(", ")
             }
         ));
+        match &inner.peer_links {
+            PeerLinks::Verified(_) => inner.log.entry(format_args!(
+                "peer links: mutual TLS; a neighbour must present a certificate from the herd CA naming it"
+            )),
+            PeerLinks::Insecure => {
+                log::warn!(
+                    "{}: peer links are NOT authenticated (--insecure-peer-links): anyone can claim to be a neighbour and forge locations",
+                    inner.name
+                );
+                inner.log.entry(format_args!(
+                    "WARNING: peer links are NOT authenticated (--insecure-peer-links): anyone can claim to be a neighbour and forge locations"
+                ));
+            }
+        }
         Ok(HerdServer { inner })
     }
 
@@ -408,6 +436,8 @@ pub(crate) struct Server {
     pub(crate) store: RefCell<Store>,
     places: Box<dyn PlacesLookup>,
     pub(crate) links: Links,
+    /// How links are authenticated.
+    pub(crate) peer_links: PeerLinks,
     port: RefCell<Option<ListeningPort>>,
     /// What the accept factory holds: this server, until `stop`.
     accept_slot: AcceptSlot,
@@ -447,7 +477,7 @@ impl Server {
     }
 
     /// A protocol for a connection a client or neighbour opened.
-    fn accept(&self, peer: SocketAddr) -> Option<LineReceiver<ConnHandler>> {
+    fn accept(&self, peer: SocketAddr) -> Option<HerdProtocol> {
         if self.stopped.get() {
             return None;
         }
@@ -455,12 +485,14 @@ impl Server {
     }
 
     /// A protocol for a connection with this role.
-    pub(crate) fn new_protocol(&self, peer: SocketAddr, role: Role) -> LineReceiver<ConnHandler> {
+    pub(crate) fn new_protocol(&self, peer: SocketAddr, role: Role) -> HerdProtocol {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let max = match role {
-            Role::Client => self.options.max_line_length,
-            Role::Link { .. } => self.options.max_line_length + LINK_LINE_SLACK,
+            Role::Client | Role::Claimed { .. } => self.options.max_line_length,
+            Role::Verifying { .. } | Role::Link { .. } => {
+                self.options.max_line_length + LINK_LINE_SLACK
+            }
         };
         let conn = Rc::new(Conn {
             id,
@@ -481,9 +513,12 @@ impl Server {
             last_line_at: Cell::new(self.reactor.clock().now()),
             idle_timer: RefCell::new(None),
         });
-        LineReceiver::new(ConnHandler { conn })
+        let lines = LineReceiver::new(ConnHandler { conn })
             .with_delimiter(b"\n")
-            .with_max_length(max)
+            .with_max_length(max);
+        StartTls::new(lines)
+            .with_reactor(&self.reactor)
+            .with_handshake_timeout(PEER_HANDSHAKE_TIMEOUT)
     }
 
     fn connection_made(&self, conn: &Rc<Conn>) {
@@ -509,7 +544,169 @@ impl Server {
                 conn.write_logged(hello.as_bytes());
                 self.links.register(self, conn, &neighbour, dialled);
             }
+            Role::Verifying { neighbour, .. } => {
+                self.log.entry(format_args!(
+                    "new connection to neighbour {neighbour} at {}: verifying it over TLS",
+                    conn.peer
+                ));
+                let hello = format!("PEER {}", self.name);
+                conn.write_logged(hello.as_bytes());
+                // The ClientHello follows the PEER line at once; the
+                // neighbour's certificate must name `neighbour`.
+                let started = match (&self.peer_links, conn.transport()) {
+                    (PeerLinks::Verified(creds), Some(t)) => {
+                        start_tls_client(&t, &neighbour, creds.client_config())
+                            .map_err(|e| e.to_string())
+                    }
+                    _ => Err("no TLS credentials".to_string()),
+                };
+                match started {
+                    Ok(()) => self.await_verification(conn),
+                    Err(e) => {
+                        self.log.entry(format_args!(
+                            "cannot start TLS with neighbour {neighbour} at {}: {e}",
+                            conn.peer
+                        ));
+                        conn.close();
+                    }
+                }
+            }
+            Role::Claimed { .. } => {}
         }
+    }
+
+    /// Calls [`verified`](Self::verified) when the TLS handshake of a link
+    /// being verified is done (or failed).
+    fn await_verification(&self, conn: &Rc<Conn>) {
+        let Some(transport) = conn.transport() else {
+            return;
+        };
+        let Some(tls) = transport.backend::<TlsTransport>() else {
+            return;
+        };
+        let server = self.me.clone();
+        let watched = Rc::downgrade(conn);
+        let t = transport.clone();
+        drop(tls.handshake_done().add_both(move |outcome| {
+            let (Some(server), Some(conn)) = (server.upgrade(), watched.upgrade()) else {
+                return Ok(());
+            };
+            match outcome {
+                Ok(()) => {
+                    let names = t
+                        .backend::<TlsTransport>()
+                        .and_then(TlsTransport::peer_dns_names)
+                        .unwrap_or_default();
+                    server.verified(&conn, &names);
+                }
+                Err(failure) => server.log.entry(format_args!(
+                    "link with {} not verified: {failure}",
+                    conn.describe_peer()
+                )),
+            }
+            Ok(())
+        }));
+    }
+
+    /// The TLS handshake of a link being verified is done: the peer holds
+    /// a key whose certificate chains to the herd CA, and `names` are the
+    /// names in it. It becomes the link if they include, exactly, the
+    /// neighbour it must be; otherwise it is refused and closed.
+    fn verified(&self, conn: &Rc<Conn>, names: &[String]) {
+        let (neighbour, dialled, line) = match &*conn.role.borrow() {
+            Role::Verifying {
+                neighbour,
+                dialled,
+                line,
+            } => (neighbour.clone(), *dialled, line.clone()),
+            _ => return,
+        };
+        if conn.is_closing() {
+            return;
+        }
+        if names.contains(&neighbour) {
+            self.log.entry(format_args!(
+                "verified neighbour {neighbour} at {} by its certificate",
+                conn.peer
+            ));
+            *conn.role.borrow_mut() = Role::Link {
+                neighbour: neighbour.clone(),
+                dialled,
+            };
+            self.links.register(self, conn, &neighbour, dialled);
+            return;
+        }
+        self.log.entry(format_args!(
+            "refused a link with {} at {}: its certificate names {names:?}, not {neighbour:?}",
+            if dialled {
+                "neighbour"
+            } else {
+                "a connection claiming to be"
+            },
+            conn.peer
+        ));
+        if let Some(line) = line {
+            // Told over TLS: the peer proved it is some server of the herd.
+            let mut answer = Vec::new();
+            command::invalid_answer(&line, &mut answer);
+            conn.write(&answer);
+            self.log.entry(format_args!(
+                "sent to {}: {}",
+                conn.peer,
+                escape(answer.strip_suffix(b"\n").unwrap_or(&answer))
+            ));
+        }
+        conn.close();
+    }
+
+    /// The first bytes after a `PEER <neighbour>` line (the receiver is in
+    /// raw mode): a TLS handshake record starts the verification of the
+    /// link; anything else means the PEER line came from a plain client,
+    /// so it is invalid (`? PEER ...`) and the connection stays a client's,
+    /// its next bytes read as commands.
+    fn after_peer_line(&self, conn: &Rc<Conn>, ctx: &LineContext<'_>, data: &[u8]) {
+        let (neighbour, line) = match &*conn.role.borrow() {
+            Role::Claimed { neighbour, line } => (neighbour.clone(), line.clone()),
+            _ => return,
+        };
+        /// The first byte of a TLS handshake record (a ClientHello).
+        const TLS_HANDSHAKE: u8 = 0x16;
+        let creds = match &self.peer_links {
+            PeerLinks::Verified(creds) => Some(creds.server_config()),
+            PeerLinks::Insecure => None,
+        };
+        if let (Some(TLS_HANDSHAKE), Some(config)) = (data.first().copied(), creds) {
+            let transport = ctx.transport().clone();
+            if let Err(e) = start_tls_server(&transport, config) {
+                self.log
+                    .entry(format_args!("cannot start TLS with {}: {e}", conn.peer));
+                conn.close();
+                return;
+            }
+            *conn.role.borrow_mut() = Role::Verifying {
+                neighbour: neighbour.clone(),
+                dialled: false,
+                line: Some(line),
+            };
+            if let Some(tls) = transport.backend::<TlsTransport>() {
+                tls.push_back_received(data);
+            }
+            ctx.set_line_mode(&[]);
+            ctx.set_max_length(self.options.max_line_length + LINK_LINE_SLACK);
+            self.log.entry(format_args!(
+                "{} claims to be neighbour {neighbour}: verifying its certificate over TLS",
+                conn.peer
+            ));
+            self.await_verification(conn);
+            return;
+        }
+        *conn.role.borrow_mut() = Role::Client;
+        self.invalid(
+            conn,
+            &line,
+            "PEER not followed by a TLS handshake: not a verified link",
+        );
+        ctx.set_line_mode(data);
     }
 
     /// Checks `conn` for idleness after `delay`: a client with no answer
@@ -563,10 +760,21 @@ impl Server {
         conn.answers.borrow_mut().clear();
         let role = conn.role.borrow().clone();
         match role {
-            Role::Client => self.log.entry(format_args!(
+            Role::Client | Role::Claimed { .. } => self.log.entry(format_args!(
                 "dropped connection from {}: {reason}",
                 conn.peer
             )),
+            Role::Verifying {
+                neighbour, dialled, ..
+            } => {
+                self.log.entry(format_args!(
+                    "dropped connection with {} before its link was verified: {reason}",
+                    conn.describe_peer()
+                ));
+                if dialled {
+                    self.links.verification_failed(self, &neighbour);
+                }
+            }
             Role::Link { neighbour, .. } => {
                 self.log.entry(format_args!(
                     "dropped connection with neighbour {neighbour} at {}: {reason}",
@@ -592,6 +800,13 @@ impl Server {
                 ));
                 self.link_line(conn, &neighbour, line);
             }
+            Role::Claimed { .. } | Role::Verifying { .. } => {
+                self.log.entry(format_args!(
+                    "ignored a line from {} before its link was verified: {}",
+                    conn.describe_peer(),
+                    escape(line)
+                ));
+            }
             Role::Client => {
                 conn.last_line_at.set(self.reactor.clock().now());
                 self.log.entry(format_args!(
@@ -615,6 +830,18 @@ impl Server {
             Ok(Command::IAmAt(iamat)) => self.iamat(conn, line, &iamat),
             Ok(Command::WhatsAt(whatsat)) => self.whatsat(conn, line, &whatsat),
             Ok(Command::Peer(name)) if first => match self.links.neighbour_named(name) {
+                Some(neighbour) if matches!(self.peer_links, PeerLinks::Verified(_)) => {
+                    // Wait for the next bytes: the neighbour's TLS handshake
+                    // (see `after_peer_line`).
+                    *conn.role.borrow_mut() = Role::Claimed {
+                        neighbour,
+                        line: line.to_vec(),
+                    };
+                    match ctx {
+                        Some(ctx) => ctx.set_raw_mode(),
+                        None => self.claim_ended(conn),
+                    }
+                }
                 Some(neighbour) => {
                     *conn.role.borrow_mut() = Role::Link {
                         neighbour: neighbour.clone(),
@@ -631,6 +858,21 @@ impl Server {
             Ok(Command::At(_)) => self.invalid(conn, line, "AT from a client"),
             Err(e) => self.invalid(conn, line, &e.to_string()),
         }
+    }
+
+    /// A connection that sent `PEER <neighbour>` ended its input before any
+    /// TLS handshake: the PEER line is invalid.
+    fn claim_ended(&self, conn: &Rc<Conn>) {
+        let line = match &*conn.role.borrow() {
+            Role::Claimed { line, .. } => line.clone(),
+            _ => return,
+        };
+        *conn.role.borrow_mut() = Role::Client;
+        self.invalid(
+            conn,
+            &line,
+            "PEER not followed by a TLS handshake: not a verified link",
+        );
     }
 
     fn invalid(&self, conn: &Rc<Conn>, line: &[u8], why: &str) {
@@ -830,11 +1072,55 @@ pub fn whatsat_answer(at_line: &[u8], json: &str) -> Vec<u8> {
     out
 }
 
-/// What a connection is for.
+/// The protocol of every connection of a server: its lines, run by a
+/// [`StartTls`] layer (plaintext until a link switches to TLS).
+pub(crate) type HerdProtocol = StartTls;
+
+/// How a server authenticates its links, resolved from
+/// [`ServerOptions::peer_tls`] at start-up.
+pub(crate) enum PeerLinks {
+    /// Mutual TLS with these credentials.
+    Verified(crate::pki::PeerCredentials),
+    /// `PEER <name>` is believed.
+    Insecure,
+}
+
+impl PeerLinks {
+    fn for_server(name: &str, tls: &PeerTls) -> io::Result<PeerLinks> {
+        Ok(match tls {
+            PeerTls::Verified(creds) if creds.name() == name => PeerLinks::Verified(creds.clone()),
+            PeerTls::Verified(creds) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the peer TLS credentials are for {:?}, not for {name:?}",
+                        creds.name()
+                    ),
+                ))
+            }
+            PeerTls::InProcess => PeerLinks::Verified(HerdCa::in_process()?.credentials(name)?),
+            PeerTls::Insecure => PeerLinks::Insecure,
+        })
+    }
+}
+
+/// What a connection is for. A connection is a link only once its peer is
+/// verified (or, with insecure peer links, once it said `PEER`).
 #[derive(Debug, Clone)]
 pub(crate) enum Role {
     /// A client (or a connection that has not named itself a neighbour).
     Client,
+    /// Its first line was `line`, `PEER <neighbour>`; the bytes that follow
+    /// tell whether a TLS handshake starts (the receiver is in raw mode).
+    Claimed { neighbour: String, line: Vec<u8> },
+    /// A TLS handshake is under way, on a connection we dialled to
+    /// `neighbour`, or on one that claimed to be it with `line`; nothing is
+    /// sent on it and it displaces no link until its certificate is checked.
+    Verifying {
+        neighbour: String,
+        dialled: bool,
+        line: Option<Vec<u8>>,
+    },
     /// A link to `neighbour`, opened by us (`dialled`) or by it.
     Link { neighbour: String, dialled: bool },
 }
@@ -876,6 +1162,11 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The connection's transport, while it is open.
+    fn transport(&self) -> Option<Transport> {
+        self.transport.borrow().clone()
     }
 
     /// Whether a close was asked for (or happened).
@@ -921,6 +1212,17 @@ impl Conn {
     pub(crate) fn describe_peer(&self) -> String {
         match &*self.role.borrow() {
             Role::Link { neighbour, .. } => format!("{neighbour} ({})", self.peer),
+            Role::Verifying {
+                neighbour,
+                dialled: true,
+                ..
+            } => format!("{neighbour}? ({}, not verified yet)", self.peer),
+            Role::Claimed { neighbour, .. }
+            | Role::Verifying {
+                neighbour,
+                dialled: false,
+                ..
+            } => format!("{} (claims to be {neighbour})", self.peer),
             Role::Client => self.peer.to_string(),
         }
     }
@@ -1146,6 +1448,12 @@ impl LineHandler for ConnHandler {
         }
     }
 
+    fn raw_data_received(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
+        if let Some(server) = self.server() {
+            server.after_peer_line(&self.conn, ctx, data);
+        }
+    }
+
     fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
         if let Some(server) = self.server() {
             server.log.entry(format_args!(
@@ -1167,6 +1475,7 @@ impl LineHandler for ConnHandler {
     fn eof_received(&mut self, ctx: &mut LineContext<'_>) -> bool {
         let rest = ctx.clear_line_buffer();
         if let Some(server) = self.server() {
+            server.claim_ended(&self.conn);
             server.log.entry(format_args!(
                 "end of input from {}",
                 self.conn.describe_peer()

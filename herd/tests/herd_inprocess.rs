@@ -793,7 +793,13 @@ fn a_neighbour_that_does_not_read_gets_the_latest_locations_with_bounded_buffers
         &config,
         FakePlaces::new(),
         ServerLog::discard(),
-        ServerOptions::default(),
+        // The fake Ball is a plain socket that never reads, so it cannot
+        // do the TLS handshake of a verified link: this test is about the
+        // link's buffers, not its authentication.
+        ServerOptions {
+            peer_tls: gyre_herd::PeerTls::Insecure,
+            ..ServerOptions::default()
+        },
     )
     .unwrap();
     alford.connect_neighbours(&config).unwrap();

@@ -33,6 +33,9 @@ pub enum TlsErrorKind {
     ///
     /// [`StartTls`]: super::StartTls
     StartTls,
+    /// A certificate that cannot be parsed (see
+    /// [`certificate_dns_names`]).
+    Certificate,
 }
 
 /// An error setting up TLS: bad PEM, no key, a bad server name, a
@@ -294,4 +297,116 @@ fn config_error(e: rustls::Error) -> TlsError {
         format!("TLS configuration rejected: {e}"),
         e,
     )
+}
+
+/// A server configuration that, as [`server_config_from_der`], presents
+/// `chain` (leaf first) with `key`, and also **requires** a client
+/// certificate that chains to one of `client_roots` (and is valid now, with
+/// the TLS client usage or no extended key usage): mutual TLS. A client
+/// without one, or with one from another CA, or expired, fails the
+/// handshake. Which name the certificate carries is the application's
+/// business: read it after the handshake with
+/// [`TlsTransport::peer_dns_names`](super::TlsTransport::peer_dns_names).
+pub fn mutual_tls_server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    add_roots(&mut roots, client_roots)?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| {
+                TlsError::with_source(
+                    TlsErrorKind::Config,
+                    format!("cannot verify client certificates: {e}"),
+                    e,
+                )
+            })?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            TlsError::with_source(
+                TlsErrorKind::Config,
+                format!("certificate chain or private key rejected: {e}"),
+                e,
+            )
+        })?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that, as [`client_config_with_roots`], trusts
+/// only `roots`, and presents the certificate `chain` (leaf first) with
+/// `key` when the server asks for one: the client side of mutual TLS.
+pub fn mutual_tls_client_config(
+    roots: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut store = RootCertStore::empty();
+    add_roots(&mut store, roots)?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_root_certificates(store)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            TlsError::with_source(
+                TlsErrorKind::Config,
+                format!("client certificate chain or private key rejected: {e}"),
+                e,
+            )
+        })?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The DNS names of a certificate's subjectAltName extension, exactly as
+/// written in it (no case folding), in order; empty when it has none. An
+/// error if the certificate cannot be parsed.
+///
+/// This only reads the certificate: it says nothing about whether it is
+/// trusted. Use it on a certificate that the handshake verified (a peer's
+/// leaf certificate, from
+/// [`TlsTransport::peer_certificates`](super::TlsTransport::peer_certificates)).
+///
+/// ```
+/// use gyre_protocols::tls::{certificate_dns_names, CertificateDer, TlsErrorKind};
+///
+/// let err = certificate_dns_names(&CertificateDer::from(vec![1, 2, 3])).unwrap_err();
+/// assert_eq!(err.kind(), TlsErrorKind::Certificate);
+/// ```
+pub fn certificate_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+        TlsError::new(
+            TlsErrorKind::Certificate,
+            format!("malformed certificate: {e}"),
+        )
+    })?;
+    let san = parsed.subject_alternative_name().map_err(|e| {
+        TlsError::new(
+            TlsErrorKind::Certificate,
+            format!("malformed subjectAltName extension: {e}"),
+        )
+    })?;
+    Ok(san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some((*name).to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }

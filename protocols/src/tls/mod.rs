@@ -3,7 +3,11 @@
 //!
 //! - Configurations: [`client_config`] (Mozilla's roots plus yours),
 //!   [`client_config_with_roots`] (yours only), [`client_config_from_pem_file`],
-//!   [`server_config`]; PEM through [`parse_certs_pem`] and [`parse_key_pem`].
+//!   [`server_config`]; mutual TLS through [`mutual_tls_server_config`]
+//!   (client certificates required, verified against your CA) and
+//!   [`mutual_tls_client_config`] (presents one), and the verified peer's
+//!   names through [`TlsTransport::peer_dns_names`] /
+//!   [`certificate_dns_names`]; PEM through [`parse_certs_pem`] and [`parse_key_pem`].
 //!   All use rustls's ring provider (never a process-wide default); hostname
 //!   verification and SNI are always on; ALPN is a parameter.
 //! - [`connect_tls`] and [`listen_tls`]: TLS clients and servers on the
@@ -80,8 +84,9 @@ mod protocol;
 mod session;
 
 pub use config::{
-    client_config, client_config_from_pem_file, client_config_with_roots, parse_certs_pem,
-    parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
+    certificate_dns_names, client_config, client_config_from_pem_file, client_config_with_roots,
+    mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
+    server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
 pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gyre_reactor::clock::{Clock, DelayedCall};
+use gyre_reactor::defer::{Deferred, Failure as DeferredFailure, Resolver};
 use gyre_reactor::{ConnectionLost, Producer, Protocol, Transport, TransportBackend};
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::CertificateDer;
@@ -172,6 +173,8 @@ pub struct TlsTransport {
     /// The reason the inner protocol was given.
     final_reason: RefCell<Option<ConnectionLost>>,
     timers: RefCell<Timers>,
+    /// Who waits for the handshake (see [`handshake_done`](Self::handshake_done)).
+    handshake_waiters: RefCell<Vec<Resolver<()>>>,
 }
 
 impl TlsTransport {
@@ -192,6 +195,7 @@ impl TlsTransport {
             leftover: RefCell::new(Vec::new()),
             final_reason: RefCell::new(None),
             timers: RefCell::new(Timers::default()),
+            handshake_waiters: RefCell::new(Vec::new()),
         })
     }
 
@@ -208,9 +212,68 @@ impl TlsTransport {
     }
 
     /// The peer's certificate chain (leaf first), once the handshake is
-    /// done; on a server, `None` (client certificates are not asked for).
+    /// done (and verified it); on a server, `None` unless its configuration
+    /// asks for client certificates
+    /// ([`mutual_tls_server_config`](super::mutual_tls_server_config)).
     pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
         self.with_machine(TlsMachine::peer_certificates)
+    }
+
+    /// The DNS names (subjectAltName) of the peer's verified leaf
+    /// certificate, exactly as written in it, once the handshake is done;
+    /// `None` before, or without a peer certificate (see
+    /// [`certificate_dns_names`](super::certificate_dns_names)). This is
+    /// how a server using client certificates learns who the client is:
+    /// the handshake proved the certificate chains to a trusted CA and that
+    /// the peer holds its key, and the names say whom it was issued to.
+    pub fn peer_dns_names(&self) -> Option<Vec<String>> {
+        if !self.is_handshake_complete() {
+            return None;
+        }
+        let certs = self.peer_certificates()?;
+        let leaf = certs.first()?;
+        super::config::certificate_dns_names(leaf).ok()
+    }
+
+    /// A Deferred that fires when the TLS handshake has finished (at once
+    /// if it has), or fails with the reason if the handshake fails or the
+    /// connection is lost first. With [`StartTls`](super::StartTls) this is
+    /// how the inner protocol hears that the switch is complete and the
+    /// peer verified ([`peer_dns_names`](Self::peer_dns_names) is then
+    /// known); it fires from the loop, before any plaintext that arrived
+    /// with the end of the handshake is delivered. Before a `start_tls`
+    /// switch it waits for one.
+    pub fn handshake_done(&self) -> Deferred<()> {
+        if self.is_handshake_complete() {
+            return gyre_reactor::defer::succeed(());
+        }
+        if let Some(error) = self.handshake_error() {
+            return gyre_reactor::defer::fail(DeferredFailure::new(error));
+        }
+        if self.link.get() == Link::Lost {
+            return gyre_reactor::defer::fail(DeferredFailure::new(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection closed before the TLS handshake finished",
+            )));
+        }
+        let (resolver, deferred) = Deferred::new();
+        self.handshake_waiters.borrow_mut().push(resolver);
+        deferred
+    }
+
+    /// Fires every [`handshake_done`](Self::handshake_done) Deferred
+    /// (no borrow held while their callbacks run).
+    fn fire_handshake_waiters(&self, outcome: Result<(), io::Error>) {
+        let waiters = std::mem::take(&mut *self.handshake_waiters.borrow_mut());
+        for waiter in waiters {
+            let _ = match &outcome {
+                Ok(()) => waiter.callback(()),
+                Err(e) => waiter.errback(DeferredFailure::new(io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))),
+            };
+        }
     }
 
     /// The TLS version negotiated, once known.
@@ -524,6 +587,7 @@ impl TlsTransport {
         if !self.inner_connected() {
             self.connect_inner();
         }
+        self.fire_handshake_waiters(Ok(()));
         if self.close_req.get().is_some() {
             self.do_close();
         }
@@ -685,6 +749,15 @@ impl TlsTransport {
             (None, r) => r,
         };
         *self.final_reason.borrow_mut() = Some(reason.clone());
+        if !self.handshake_waiters.borrow().is_empty() {
+            let error = self.handshake_error().unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("the connection closed before the TLS handshake finished: {reason}"),
+                )
+            });
+            self.fire_handshake_waiters(Err(error));
+        }
         if let Some(m) = self.machine.borrow_mut().as_mut() {
             m.discard_buffers();
         }

@@ -82,6 +82,30 @@ impl TestCa {
         self.sign(params)
     }
 
+    /// A certificate for `names` usable by a TLS client and a TLS server
+    /// (both extended key usages), valid now, signed by this CA: what a
+    /// mutual-TLS peer presents.
+    pub fn peer_leaf(&self, names: &[&str]) -> TestCert {
+        let mut params = leaf_params(names);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params)
+    }
+
+    /// [`peer_leaf`](Self::peer_leaf), expired in 2020.
+    pub fn expired_peer_leaf(&self, names: &[&str]) -> TestCert {
+        let mut params = leaf_params(names);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = date_time_ymd(2019, 1, 1);
+        params.not_after = date_time_ymd(2020, 1, 1);
+        self.sign(params)
+    }
+
     fn sign(&self, params: CertificateParams) -> TestCert {
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
