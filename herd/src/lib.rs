@@ -42,6 +42,7 @@ pub struct ReadmeDoctests;
 
 pub mod command;
 pub mod config;
+pub mod limits;
 mod links;
 pub mod log;
 pub mod places;
