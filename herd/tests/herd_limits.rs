@@ -259,3 +259,77 @@ fn a_flood_of_new_client_ids_from_one_address_hits_its_rate_limit_and_evicts_no_
         lone.server.location(b"victim2").is_some()
     });
 }
+
+#[test]
+fn never_handshaking_connections_to_the_local_places_service_are_closed_while_the_herd_answers() {
+    use gyre_herd::places::{LocalPlacesOptions, LocalPlacesService};
+    use gyre_reactor::clock::ManualClock;
+    const LORIS: usize = 1_100;
+    let timeout = Duration::from_secs(5);
+    let manual = ManualClock::new();
+    let reactor = Reactor::builder()
+        .clock(manual.clock())
+        .install_signal_handlers(false)
+        .build()
+        .unwrap();
+    let service = LocalPlacesService::start_with(
+        &reactor,
+        "127.0.0.1:0".parse().unwrap(),
+        LocalPlacesOptions {
+            handshake_timeout: timeout,
+            ..LocalPlacesOptions::default()
+        },
+    )
+    .unwrap();
+    let cap = gyre_herd::places::DEFAULT_PLACES_MAX_CONNECTIONS;
+    let config =
+        HerdConfig::from_json(r#"{"servers": [{"name": "Alford", "host": "127.0.0.1", "port": 0}]}"#)
+            .unwrap();
+    let server = HerdServer::bind(
+        &reactor,
+        "Alford",
+        &config,
+        NoPlaces,
+        ServerLog::memory(),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let lone = Lone { reactor, server };
+    // 1,100 TCP connections that never start their handshake.
+    let loris: Vec<Received> = (0..LORIS)
+        .map(|_| {
+            let received = Received::default();
+            drop(
+                lone.reactor
+                    .connect_protocol(service.local_addr(), Recorder(received.clone())),
+            );
+            received
+        })
+        .collect();
+    lone.wait("every slow-loris connected", || {
+        loris.iter().all(|r| r.connected.get())
+    });
+    let closed = || loris.iter().filter(|r| r.closed.get()).count();
+    let mut rounds = 0;
+    while closed() < LORIS {
+        let waiting = LORIS - closed();
+        lone.wait("the service to fill up to its cap", || {
+            service.open_connections() == waiting.min(cap)
+        });
+        // The herd's port answers meanwhile.
+        let (t, r) = lone.connect();
+        t.write(iamat(&format!("h{rounds}")).as_bytes());
+        lone.wait("the herd's answer", || r.data.borrow().ends_with(b"\n"));
+        assert!(r.data.borrow().starts_with(b"AT Alford "));
+        t.lose_connection();
+        // The handshake time-out closes those accepted.
+        let before = closed();
+        manual.advance(timeout);
+        lone.wait("the handshake time-out to close them", || {
+            closed() == before + waiting.min(cap)
+        });
+        rounds += 1;
+        assert!(rounds <= LORIS.div_ceil(cap), "too many rounds");
+    }
+    assert_eq!(service.open_connections(), 0);
+}
