@@ -33,7 +33,8 @@ pub const DEFAULT_RATE_TABLE_SIZE: usize = 4096;
 pub const REFUSAL_PER_ADDRESS: &str = "? too many connections from your address\n";
 /// What a connection accepted with the spare descriptor, when the server
 /// is out of file descriptors, is sent before it is closed.
-pub const REFUSAL_NO_DESCRIPTORS: &str = "? server busy (out of file descriptors), try again later\n";
+pub const REFUSAL_NO_DESCRIPTORS: &str =
+    "? server busy (out of file descriptors), try again later\n";
 
 /// A token-bucket rate: `per_second` on average, `burst` at once. A
 /// `per_second` of 0 with a `burst` of 0 refuses everything; use a large
@@ -375,8 +376,14 @@ mod tests {
             },
             16,
         );
-        assert!(matches!(r.check(ip(1), true, t0), RateVerdict::Allowed { .. }));
-        assert!(matches!(r.check(ip(1), true, t0), RateVerdict::Allowed { .. }));
+        assert!(matches!(
+            r.check(ip(1), true, t0),
+            RateVerdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            r.check(ip(1), true, t0),
+            RateVerdict::Allowed { .. }
+        ));
         assert_eq!(
             r.check(ip(1), true, t0),
             RateVerdict::Refused {

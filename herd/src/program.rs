@@ -11,7 +11,7 @@ use gyre_reactor::{Phase, Reactor, SystemEvent};
 use crate::config::HerdConfig;
 use crate::log::{LogLimits, ServerLog};
 use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
-use crate::server::HerdServer;
+use crate::server::{HerdServer, ServerOptions};
 
 /// The environment variable that may hold the Google Places API key.
 pub const API_KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
@@ -40,6 +40,11 @@ pub struct Options {
     /// `--log-keep N`: rotated log files kept per server (default
     /// [`DEFAULT_LOG_KEEP`](crate::log::DEFAULT_LOG_KEEP)).
     pub log_keep: Option<usize>,
+    /// `--max-connections N`: see [`ServerOptions::max_connections`](crate::ServerOptions::max_connections).
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-address N`: see
+    /// [`ServerOptions::max_connections_per_address`](crate::ServerOptions::max_connections_per_address).
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// The usage text.
@@ -47,6 +52,7 @@ pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
             [--log-max-bytes N] [--log-keep N]
+            [--max-connections N] [--max-connections-per-address N]
 
 Runs the herd of HERD.md: by default the built-in five servers (Alford 12000,
 Ball 12001, Hamilton 12002, Holiday 12003, Welsh 12004) in this process, with
@@ -114,6 +120,15 @@ impl Options {
                 "--log-keep" => {
                     let value = value_of(&name, inline, &mut args)?;
                     options.log_keep = Some(number_of(&name, &value)?);
+                    continue;
+                }
+                "--max-connections" | "--max-connections-per-address" => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    let n = Some(number_of(&name, &value)?);
+                    match name.as_str() {
+                        "--max-connections" => options.max_connections = n,
+                        _ => options.max_connections_per_address = n,
+                    }
                     continue;
                 }
                 _ => {}
@@ -246,7 +261,7 @@ pub fn start(
                 log_dir.display()
             )
         })?;
-        let server = HerdServer::start(reactor, name, &config, places.clone(), log)
+        let server = start_server(reactor, name, &config, &places, log, options)
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         // Scripts read these lines to know the herd is up, and may signal
         // it at once: print them when the loop runs, with its SIGINT and
@@ -256,6 +271,31 @@ pub fn start(
         servers.push(server);
     }
     Ok((servers, local_service))
+}
+
+/// Starts one server with the limits the options give.
+fn start_server(
+    reactor: &Reactor,
+    name: &str,
+    config: &HerdConfig,
+    places: &PlacesClient,
+    log: ServerLog,
+    options: &Options,
+) -> std::io::Result<HerdServer> {
+    let defaults = ServerOptions::default();
+    let server_options = ServerOptions {
+        max_connections: options.max_connections.unwrap_or(defaults.max_connections),
+        max_connections_per_address: options
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
+        ..defaults
+    };
+    let server = HerdServer::bind(reactor, name, config, places.clone(), log, server_options)?;
+    if let Err(e) = server.connect_neighbours(config) {
+        server.stop();
+        return Err(e);
+    }
+    Ok(server)
 }
 
 /// Parses the command line, starts the herd and runs it until SIGINT or

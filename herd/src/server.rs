@@ -368,10 +368,8 @@ impl HerdServer {
             listen,
         )?;
         let store = Store::with_limits(options.max_clients, options.max_store_bytes);
-        let limits = ConnectionLimits::new(
-            options.max_connections,
-            options.max_connections_per_address,
-        );
+        let limits =
+            ConnectionLimits::new(options.max_connections, options.max_connections_per_address);
         let rates = RateLimiter::new(
             options.iamat_rate,
             options.new_client_rate,

@@ -120,7 +120,9 @@ fn past_the_total_limit_accepting_pauses_without_a_busy_loop_and_existing_client
         clients.push((t, r));
     }
     lone.wait("every client answered", || {
-        clients.iter().all(|(_, r)| r.data.borrow().ends_with(b"\n"))
+        clients
+            .iter()
+            .all(|(_, r)| r.data.borrow().ends_with(b"\n"))
     });
     assert_eq!(lone.log_count("accepting paused"), 1);
     // 2,000 more: they connect into the backlog (or wait for it), and are
@@ -194,7 +196,9 @@ fn past_the_per_address_limit_a_connection_gets_the_refusal_line_logged_once() {
         t.write(iamat(&format!("k{i}")).as_bytes());
     }
     lone.wait("answers", || {
-        clients.iter().all(|(_, r)| r.data.borrow().ends_with(b"\n"))
+        clients
+            .iter()
+            .all(|(_, r)| r.data.borrow().ends_with(b"\n"))
     });
     // One closes: the episode ends, and a new connection is served.
     clients.pop().unwrap().0.lose_connection();
@@ -247,7 +251,10 @@ fn a_flood_of_new_client_ids_from_one_address_hits_its_rate_limit_and_evicts_no_
         .filter(|l| l.starts_with(b"? IAMAT churn"))
         .count();
     assert_eq!(refused, FLOOD - BURST as usize);
-    assert!(lone.server.location(b"victim").is_some(), "the victim was evicted");
+    assert!(
+        lone.server.location(b"victim").is_some(),
+        "the victim was evicted"
+    );
     assert_eq!(lone.server.known_clients(), 1 + BURST as usize);
     assert_eq!(
         lone.log_count("rate limit for new client IDs from 127.0.0.1 hit"),
@@ -282,9 +289,10 @@ fn never_handshaking_connections_to_the_local_places_service_are_closed_while_th
     )
     .unwrap();
     let cap = gyre_herd::places::DEFAULT_PLACES_MAX_CONNECTIONS;
-    let config =
-        HerdConfig::from_json(r#"{"servers": [{"name": "Alford", "host": "127.0.0.1", "port": 0}]}"#)
-            .unwrap();
+    let config = HerdConfig::from_json(
+        r#"{"servers": [{"name": "Alford", "host": "127.0.0.1", "port": 0}]}"#,
+    )
+    .unwrap();
     let server = HerdServer::bind(
         &reactor,
         "Alford",

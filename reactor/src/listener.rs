@@ -83,8 +83,11 @@ pub struct ListenOptions {
     refusal_line: Option<Vec<u8>>,
     spare_descriptor: bool,
     backoff: (Duration, Duration),
-    on_event: Option<Rc<dyn Fn(&PortEvent)>>,
+    on_event: Option<PortHook>,
 }
+
+/// [`ListenOptions::on_event`]'s hook.
+type PortHook = Rc<dyn Fn(&PortEvent)>;
 
 impl Default for ListenOptions {
     fn default() -> Self {
