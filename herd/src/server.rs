@@ -191,33 +191,33 @@ pub struct ServerOptions {
     pub client_idle_timeout: Duration,
     /// The most connections accepted and open at once, clients and
     /// neighbours that dialled in (default
-    /// [`DEFAULT_MAX_CONNECTIONS`](crate::limits::DEFAULT_MAX_CONNECTIONS),
+    /// [`DEFAULT_MAX_CONNECTIONS`],
     /// 10,000). At the limit the server stops accepting (new connections
     /// wait in the kernel's backlog; the loop does no work for them) until
     /// one closes. Logged once when accepting pauses and once when it
     /// resumes.
     pub max_connections: usize,
     /// The most connections open at once from one source address (default
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`](crate::limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`],
     /// 64). One more is sent
-    /// [`REFUSAL_PER_ADDRESS`](crate::limits::REFUSAL_PER_ADDRESS) and
+    /// [`REFUSAL_PER_ADDRESS`] and
     /// closed at once; logged once per episode (until one of that
     /// address's connections closes).
     pub max_connections_per_address: usize,
     /// IAMATs per source address (default
-    /// [`DEFAULT_IAMAT_RATE`](crate::limits::DEFAULT_IAMAT_RATE): 50/s,
+    /// [`DEFAULT_IAMAT_RATE`]: 50/s,
     /// bursts of 200). One over it is answered `? ` + the line and changes
     /// nothing; logged once per episode (until one is allowed again).
     pub iamat_rate: Rate,
     /// IAMATs per source address that name a client this server does not
     /// know yet (default
-    /// [`DEFAULT_NEW_CLIENT_RATE`](crate::limits::DEFAULT_NEW_CLIENT_RATE):
+    /// [`DEFAULT_NEW_CLIENT_RATE`]:
     /// 5/s, bursts of 100), so that one address cannot churn the store and
     /// evict everyone else's locations. Refused and logged as
     /// [`iamat_rate`](Self::iamat_rate).
     pub new_client_rate: Rate,
     /// How many source addresses the rate limits remember (default
-    /// [`DEFAULT_RATE_TABLE_SIZE`](crate::limits::DEFAULT_RATE_TABLE_SIZE),
+    /// [`DEFAULT_RATE_TABLE_SIZE`],
     /// 4096); past it, an idle address (full buckets) is forgotten, else the
     /// least recently seen.
     pub rate_table_size: usize,
