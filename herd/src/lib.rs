@@ -44,6 +44,7 @@ pub struct ReadmeDoctests;
 
 pub mod command;
 pub mod config;
+pub mod limits;
 mod links;
 pub mod log;
 pub mod pki;

@@ -47,6 +47,11 @@ pub struct Options {
     /// `--insecure-peer-links`: accept unauthenticated peer links (warned
     /// about in the log).
     pub insecure_peer_links: bool,
+    /// `--max-connections N`: see [`ServerOptions::max_connections`](crate::ServerOptions::max_connections).
+    pub max_connections: Option<usize>,
+    /// `--max-connections-per-address N`: see
+    /// [`ServerOptions::max_connections_per_address`](crate::ServerOptions::max_connections_per_address).
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// The usage text.
@@ -54,6 +59,7 @@ pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
             [--log-max-bytes N] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
+            [--max-connections N] [--max-connections-per-address N]
        herd pki init DIR [--config FILE]
        herd pki add NAME --dir DIR
 
@@ -139,6 +145,15 @@ impl Options {
                 "--log-keep" => {
                     let value = value_of(&name, inline, &mut args)?;
                     options.log_keep = Some(number_of(&name, &value)?);
+                    continue;
+                }
+                "--max-connections" | "--max-connections-per-address" => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    let n = Some(number_of(&name, &value)?);
+                    match name.as_str() {
+                        "--max-connections" => options.max_connections = n,
+                        _ => options.max_connections_per_address = n,
+                    }
                     continue;
                 }
                 _ => {}
@@ -377,17 +392,7 @@ pub fn start(
                 log_dir.display()
             )
         })?;
-        let server_options = ServerOptions {
-            peer_tls,
-            ..ServerOptions::default()
-        };
-        let server = HerdServer::bind(reactor, name, &config, places.clone(), log, server_options)
-            .and_then(|server| {
-                server
-                    .connect_neighbours(&config)
-                    .inspect_err(|_| server.stop())?;
-                Ok(server)
-            })
+        let server = start_server(reactor, name, &config, &places, log, options, peer_tls)
             .map_err(|e| format!("cannot start {name}: {e}"))?;
         // Scripts read these lines to know the herd is up, and may signal
         // it at once: print them when the loop runs, with its SIGINT and
@@ -397,6 +402,33 @@ pub fn start(
         servers.push(server);
     }
     Ok((servers, local_service))
+}
+
+/// Starts one server with the limits the options give.
+fn start_server(
+    reactor: &Reactor,
+    name: &str,
+    config: &HerdConfig,
+    places: &PlacesClient,
+    log: ServerLog,
+    options: &Options,
+    peer_tls: PeerTls,
+) -> std::io::Result<HerdServer> {
+    let defaults = ServerOptions::default();
+    let server_options = ServerOptions {
+        peer_tls,
+        max_connections: options.max_connections.unwrap_or(defaults.max_connections),
+        max_connections_per_address: options
+            .max_connections_per_address
+            .unwrap_or(defaults.max_connections_per_address),
+        ..defaults
+    };
+    let server = HerdServer::bind(reactor, name, config, places.clone(), log, server_options)?;
+    if let Err(e) = server.connect_neighbours(config) {
+        server.stop();
+        return Err(e);
+    }
+    Ok(server)
 }
 
 /// Parses the command line, starts the herd and runs it until SIGINT or

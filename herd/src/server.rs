@@ -77,10 +77,18 @@ use gyre_protocols::tls::{start_tls_client, start_tls_server, StartTls, TlsTrans
 use gyre_protocols::{LineContext, LineControl, LineHandler, LineReceiver};
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::{Backoff, Deferred};
-use gyre_reactor::{factory_fn, ConnectionLost, ListeningPort, Producer, Reactor, Transport};
+use gyre_reactor::{
+    factory_fn, ConnectionLost, ListenOptions, ListeningPort, PortEvent, Producer, Reactor,
+    Transport,
+};
 
 use crate::command::{self, Command, IAmAt, WhatsAt};
 use crate::config::HerdConfig;
+use crate::limits::{
+    Admission, ConnectionLimits, Rate, RateLimiter, RateVerdict, DEFAULT_IAMAT_RATE,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_NEW_CLIENT_RATE,
+    DEFAULT_RATE_TABLE_SIZE, REFUSAL_NO_DESCRIPTORS, REFUSAL_PER_ADDRESS,
+};
 use crate::links::Links;
 use crate::log::{escape, ServerLog};
 use crate::pki::{HerdCa, PeerTls, PEER_HANDSHAKE_TIMEOUT};
@@ -191,6 +199,38 @@ pub struct ServerOptions {
     /// [`PeerTls::InProcess`]: mutual TLS with a CA made in memory for this
     /// process). See [`PeerTls`] and the herd README's Security section.
     pub peer_tls: PeerTls,
+    /// The most connections accepted and open at once, clients and
+    /// neighbours that dialled in (default
+    /// [`DEFAULT_MAX_CONNECTIONS`],
+    /// 10,000). At the limit the server stops accepting (new connections
+    /// wait in the kernel's backlog; the loop does no work for them) until
+    /// one closes. Logged once when accepting pauses and once when it
+    /// resumes.
+    pub max_connections: usize,
+    /// The most connections open at once from one source address (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`],
+    /// 64). One more is sent
+    /// [`REFUSAL_PER_ADDRESS`] and
+    /// closed at once; logged once per episode (until one of that
+    /// address's connections closes).
+    pub max_connections_per_address: usize,
+    /// IAMATs per source address (default
+    /// [`DEFAULT_IAMAT_RATE`]: 50/s,
+    /// bursts of 200). One over it is answered `? ` + the line and changes
+    /// nothing; logged once per episode (until one is allowed again).
+    pub iamat_rate: Rate,
+    /// IAMATs per source address that name a client this server does not
+    /// know yet (default
+    /// [`DEFAULT_NEW_CLIENT_RATE`]:
+    /// 5/s, bursts of 100), so that one address cannot churn the store and
+    /// evict everyone else's locations. Refused and logged as
+    /// [`iamat_rate`](Self::iamat_rate).
+    pub new_client_rate: Rate,
+    /// How many source addresses the rate limits remember (default
+    /// [`DEFAULT_RATE_TABLE_SIZE`],
+    /// 4096); past it, an idle address (full buckets) is forgotten, else the
+    /// least recently seen.
+    pub rate_table_size: usize,
 }
 
 impl Default for ServerOptions {
@@ -212,6 +252,11 @@ impl Default for ServerOptions {
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
             peer_tls: PeerTls::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            iamat_rate: DEFAULT_IAMAT_RATE,
+            new_client_rate: DEFAULT_NEW_CLIENT_RATE,
+            rate_table_size: DEFAULT_RATE_TABLE_SIZE,
         }
     }
 }
@@ -229,6 +274,14 @@ impl fmt::Debug for ServerOptions {
             .field("max_time_ahead", &self.max_time_ahead)
             .field("client_idle_timeout", &self.client_idle_timeout)
             .field("peer_tls", &self.peer_tls)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("iamat_rate", &self.iamat_rate)
+            .field("new_client_rate", &self.new_client_rate)
+            .field("rate_table_size", &self.rate_table_size)
             .finish_non_exhaustive()
     }
 }
@@ -301,14 +354,40 @@ impl HerdServer {
         // factory reaches the server through a slot filled right after.
         let slot: AcceptSlot = Rc::new(RefCell::new(None));
         let factory_slot = Rc::clone(&slot);
-        let port = reactor.listen_tcp(
+        // Out of descriptors, the port refuses with a line and the spare
+        // descriptor; the episode goes to this server's log once.
+        let port_log = log.clone();
+        let listen = ListenOptions::new()
+            .refusal_line(REFUSAL_NO_DESCRIPTORS)
+            .on_event(move |event| match event {
+                PortEvent::Exhausted { error } => port_log.entry(format_args!(
+                    "out of resources accepting connections ({error}): refusing new clients \
+                     with {:?} and retrying with back-off (logged once per episode)",
+                    REFUSAL_NO_DESCRIPTORS.trim_end()
+                )),
+                PortEvent::Recovered {
+                    refused, attempts, ..
+                } => port_log.entry(format_args!(
+                    "accepting connections again ({refused} refused, {attempts} failed attempts)"
+                )),
+                _ => {}
+            });
+        let port = reactor.listen_tcp_with(
             addr,
             factory_fn(move |peer| {
                 let server = factory_slot.borrow().clone()?;
                 server.accept(peer)
             }),
+            listen,
         )?;
         let store = Store::with_limits(options.max_clients, options.max_store_bytes);
+        let limits =
+            ConnectionLimits::new(options.max_connections, options.max_connections_per_address);
+        let rates = RateLimiter::new(
+            options.iamat_rate,
+            options.new_client_rate,
+            options.rate_table_size,
+        );
         let inner = Rc::new_cyclic(|me| Server {
             name: name.to_string(),
             reactor: reactor.clone(),
@@ -324,6 +403,8 @@ impl HerdServer {
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
             stopped: Cell::new(false),
+            limits: RefCell::new(limits),
+            rates: RefCell::new(rates),
             me: me.clone(),
         });
         // The listening port's factory keeps the server alive (as a
@@ -445,6 +526,10 @@ pub(crate) struct Server {
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
     next_conn: Cell<u64>,
     stopped: Cell<bool>,
+    /// Accepted connections against the connection limits.
+    limits: RefCell<ConnectionLimits>,
+    /// The per-address IAMAT rate limits.
+    rates: RefCell<RateLimiter>,
     me: Weak<Server>,
 }
 
@@ -481,7 +566,67 @@ impl Server {
         if self.stopped.get() {
             return None;
         }
-        Some(self.new_protocol(peer, Role::Client))
+        let protocol = self.new_protocol(peer, Role::Client);
+        let id = self.next_conn.get() - 1;
+        let admission = self.limits.borrow_mut().admit(id, peer);
+        match admission {
+            Admission::Accept { pause: false } => {}
+            Admission::Accept { pause: true } => {
+                if let Some(port) = self.port.borrow().as_ref() {
+                    port.pause_accepting();
+                }
+                self.log.entry(format_args!(
+                    "{} connections open, the limit (max_connections): accepting paused until one closes",
+                    self.options.max_connections
+                ));
+            }
+            Admission::RefuseAddress { first } => {
+                if first {
+                    self.log.entry(format_args!(
+                        "{} connections open from {}, the limit (max_connections_per_address): \
+                         refusing more from it until one closes (logged once)",
+                        self.options.max_connections_per_address,
+                        peer.ip()
+                    ));
+                }
+            }
+        }
+        Some(protocol)
+    }
+
+    /// Refuses a connection accepted past its address's limit, if `conn` is
+    /// one: writes the refusal line and closes it. Returns whether it was.
+    fn refuse_if_over(&self, conn: &Rc<Conn>) -> bool {
+        if !self.limits.borrow_mut().take_refusal(conn.id) {
+            return false;
+        }
+        let transport = conn.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.write(REFUSAL_PER_ADDRESS.as_bytes());
+            t.lose_connection();
+        }
+        true
+    }
+
+    /// An accepted connection closed: resumes accepting below the total
+    /// limit, and ends its address's episode of refusals.
+    fn release_accepted(&self, conn: &Rc<Conn>) {
+        let released = self.limits.borrow_mut().release(conn.id);
+        if let Some(refused) = released.address_episode_ended {
+            self.log.entry(format_args!(
+                "accepting connections from {} again ({refused} refused)",
+                conn.peer.ip()
+            ));
+        }
+        if released.resume && !self.stopped.get() {
+            let total = self.limits.borrow().total();
+            if let Some(port) = self.port.borrow().as_ref() {
+                port.resume_accepting();
+            }
+            self.log.entry(format_args!(
+                "{total} connections open, below the limit (max_connections): accepting again"
+            ));
+        }
     }
 
     /// A protocol for a connection with this role.
@@ -524,6 +669,9 @@ impl Server {
     fn connection_made(&self, conn: &Rc<Conn>) {
         if self.stopped.get() {
             conn.close();
+            return;
+        }
+        if self.refuse_if_over(conn) {
             return;
         }
         self.conns.borrow_mut().insert(conn.id, Rc::clone(conn));
@@ -756,7 +904,12 @@ impl Server {
         if let Some(timer) = conn.idle_timer.borrow_mut().take() {
             let _ = timer.cancel();
         }
-        self.conns.borrow_mut().remove(&conn.id);
+        let known = self.conns.borrow_mut().remove(&conn.id).is_some();
+        self.release_accepted(conn);
+        if !known {
+            // Refused at once (or made after `stop`): nothing to report.
+            return;
+        }
         conn.answers.borrow_mut().clear();
         let role = conn.role.borrow().clone();
         match role {
@@ -911,6 +1064,9 @@ impl Server {
             self.invalid(conn, line, &why);
             return;
         }
+        if !self.rate_allows(conn, line, iamat.client) {
+            return;
+        }
         let mut at_line = Vec::new();
         iamat.write_at_line(
             self.name.as_bytes(),
@@ -921,6 +1077,43 @@ impl Server {
         self.offer(iamat.client, location, None);
         at_line.push(b'\n');
         conn.push_ready(at_line);
+    }
+
+    /// Applies the per-address IAMAT rate limits; a refused IAMAT is
+    /// answered `? ` + the line here (logged once per episode).
+    fn rate_allows(&self, conn: &Rc<Conn>, line: &[u8], client: &[u8]) -> bool {
+        let new_client = self.store.borrow().get(client).is_none();
+        let now = self.reactor.clock().now();
+        let ip = conn.peer.ip();
+        let verdict = self.rates.borrow_mut().check(ip, new_client, now);
+        match verdict {
+            RateVerdict::Allowed { episode_ended } => {
+                if let Some(refused) = episode_ended {
+                    self.log.entry(format_args!(
+                        "IAMATs from {ip} allowed again ({refused} refused by the rate limit)"
+                    ));
+                }
+                true
+            }
+            RateVerdict::Refused { first, which } => {
+                if first {
+                    let rate = if which == "IAMAT" {
+                        self.options.iamat_rate
+                    } else {
+                        self.options.new_client_rate
+                    };
+                    self.log.entry(format_args!(
+                        "rate limit for {which}s from {ip} hit ({}/s, bursts of {}): \
+                         answering `?` (logged once until one is allowed again)",
+                        rate.per_second, rate.burst
+                    ));
+                }
+                let mut answer = Vec::new();
+                command::invalid_answer(line, &mut answer);
+                conn.push_ready(answer);
+                false
+            }
+        }
     }
 
     fn whatsat(&self, conn: &Rc<Conn>, line: &[u8], whatsat: &WhatsAt<'_>) {

@@ -305,6 +305,19 @@ impl Herd {
     }
 }
 
+/// The defaults without IAMAT rate limits (floods from one address).
+fn unlimited_rates() -> ServerOptions {
+    let unlimited = gyre_herd::limits::Rate {
+        per_second: u32::MAX,
+        burst: u32::MAX,
+    };
+    ServerOptions {
+        iamat_rate: unlimited,
+        new_client_rate: unlimited,
+        ..ServerOptions::default()
+    }
+}
+
 fn options_with_clock(_: &str) -> ServerOptions {
     ServerOptions {
         wall_clock: fixed_clock(),
@@ -798,7 +811,7 @@ fn a_neighbour_that_does_not_read_gets_the_latest_locations_with_bounded_buffers
         // link's buffers, not its authentication.
         ServerOptions {
             peer_tls: gyre_herd::PeerTls::Insecure,
-            ..ServerOptions::default()
+            ..unlimited_rates()
         },
     )
     .unwrap();
@@ -1026,7 +1039,7 @@ fn the_store_stays_within_its_byte_bound() {
     let herd = Herd::start(lone_server(), |_| ServerOptions {
         wall_clock: fixed_clock(),
         max_store_bytes,
-        ..ServerOptions::default()
+        ..unlimited_rates()
     });
     let client = herd.client("Alford");
     let total = 2_000;

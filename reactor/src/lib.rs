@@ -90,7 +90,10 @@ pub use crate::core::{
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
-pub use listener::ListeningPort;
+pub use listener::{
+    ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
+    DEFAULT_EXHAUSTION_BACKOFF_MAX,
+};
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};

@@ -49,7 +49,10 @@ use std::time::Duration;
 
 pub use client::{PlacesAnswer, PlacesClient, PlacesStats};
 pub use geo::{haversine_m, EARTH_RADIUS_M};
-pub use server::LocalPlacesService;
+pub use server::{
+    LocalPlacesOptions, LocalPlacesService, DEFAULT_PLACES_HANDSHAKE_TIMEOUT,
+    DEFAULT_PLACES_IDLE_TIMEOUT, DEFAULT_PLACES_MAX_CONNECTIONS,
+};
 
 /// The endpoint of Google Places API (New) Nearby Search.
 pub const GOOGLE_NEARBY_URL: &str = "https://places.googleapis.com/v1/places:searchNearby";

@@ -1,15 +1,18 @@
 //! [`LocalPlacesService`]: the legacy Nearby Search endpoint over HTTPS on
 //! loopback, with its own CA made at start-up.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use gyre_protocols::tls::{listen_tls, server_config};
+use gyre_protocols::tls::{server_config, TlsServerFactory};
 use gyre_reactor::clock::DelayedCall;
-use gyre_reactor::{factory_fn, ConnectionLost, ListeningPort, Protocol, Reactor, Transport};
+use gyre_reactor::{
+    factory_fn, ConnectionLost, ListenOptions, ListeningPort, Protocol, Reactor, Transport,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -18,8 +21,83 @@ use rcgen::{
 use super::http::{parse_request, route, Parsed};
 use super::{PlacesApi, PlacesConfig, NEARBY_PATH};
 
-/// A connection idle this long (no request bytes) is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default [`LocalPlacesOptions::idle_timeout`].
+pub const DEFAULT_PLACES_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default [`LocalPlacesOptions::handshake_timeout`].
+pub const DEFAULT_PLACES_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default [`LocalPlacesOptions::max_connections`].
+pub const DEFAULT_PLACES_MAX_CONNECTIONS: usize = 256;
+
+/// The local Places service's limits, so that its clients can never starve
+/// the herd's own port of descriptors or time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPlacesOptions {
+    /// A client that has not finished its TLS handshake this long after it
+    /// connected is dropped (default 10 s), logged at debug level by the
+    /// TLS layer.
+    pub handshake_timeout: Duration,
+    /// A connection that sends no request bytes this long is closed
+    /// (default 60 s).
+    pub idle_timeout: Duration,
+    /// The most connections open at once, handshaking or not (default 256):
+    /// the service's descriptor budget. At the cap it stops accepting (new
+    /// connections wait in the kernel's backlog) until one closes; logged
+    /// once when it pauses and once when it resumes.
+    pub max_connections: usize,
+}
+
+impl Default for LocalPlacesOptions {
+    fn default() -> Self {
+        LocalPlacesOptions {
+            handshake_timeout: DEFAULT_PLACES_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_PLACES_IDLE_TIMEOUT,
+            max_connections: DEFAULT_PLACES_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The service's open connections against its cap.
+struct Budget {
+    open: Cell<usize>,
+    max: usize,
+    port: RefCell<Option<ListeningPort>>,
+    paused: Cell<bool>,
+}
+
+/// One open connection's share of the [`Budget`], held by its protocol
+/// from the moment it is accepted (before the handshake) until it is
+/// dropped.
+struct Slot(Rc<Budget>);
+
+impl Slot {
+    fn take(budget: &Rc<Budget>) -> Slot {
+        let open = budget.open.get() + 1;
+        budget.open.set(open);
+        if open >= budget.max && !budget.paused.replace(true) {
+            if let Some(port) = budget.port.borrow().as_ref() {
+                port.pause_accepting();
+            }
+            log::warn!(
+                "local Places service: {open} connections open, its limit: accepting paused until one closes"
+            );
+        }
+        Slot(Rc::clone(budget))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let budget = &self.0;
+        let open = budget.open.get().saturating_sub(1);
+        budget.open.set(open);
+        if open < budget.max && budget.paused.replace(false) {
+            if let Some(port) = budget.port.borrow().as_ref() {
+                port.resume_accepting();
+            }
+            log::warn!("local Places service: {open} connections open: accepting again");
+        }
+    }
+}
 
 /// A connection whose client does not read its replies is dropped once
 /// this many bytes wait to be sent.
@@ -48,6 +126,7 @@ const MAX_BUFFERED: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct LocalPlacesService {
     port: ListeningPort,
+    budget: Rc<Budget>,
     ca_pem: Rc<[u8]>,
     url: String,
 }
@@ -64,6 +143,15 @@ impl LocalPlacesService {
     /// HTTPS on loopback with a fresh CA and a "localhost"/127.0.0.1 leaf
     /// certificate, listening on `addr` (port 0 picks a free port).
     pub fn start(reactor: &Reactor, addr: SocketAddr) -> io::Result<LocalPlacesService> {
+        LocalPlacesService::start_with(reactor, addr, LocalPlacesOptions::default())
+    }
+
+    /// [`start`](Self::start) with explicit limits.
+    pub fn start_with(
+        reactor: &Reactor,
+        addr: SocketAddr,
+        options: LocalPlacesOptions,
+    ) -> io::Result<LocalPlacesService> {
         let certs = make_certs(addr.ip()).map_err(|e| {
             io::Error::other(format!(
                 "cannot make the local Places service's certificate: {e}"
@@ -75,12 +163,32 @@ impl LocalPlacesService {
             &[b"http/1.1"],
         )?;
         let for_connections = reactor.clone();
-        let port = listen_tls(
-            reactor,
-            addr,
+        let budget = Rc::new(Budget {
+            open: Cell::new(0),
+            max: options.max_connections.max(1),
+            port: RefCell::new(None),
+            paused: Cell::new(false),
+        });
+        let for_slots = Rc::clone(&budget);
+        let idle_timeout = options.idle_timeout;
+        let factory = TlsServerFactory::new(
+            factory_fn(move |peer| {
+                let slot = Slot::take(&for_slots);
+                Some(LocalConnection::new(
+                    &for_connections,
+                    peer,
+                    idle_timeout,
+                    slot,
+                ))
+            }),
             config,
-            factory_fn(move |peer| Some(LocalConnection::new(&for_connections, peer))),
-        )?;
+        )
+        .with_reactor(reactor)
+        .with_handshake_timeout(options.handshake_timeout);
+        // Its own spare descriptor: out of descriptors, it refuses its own
+        // clients rather than leave them hanging.
+        let port = reactor.listen_tcp_with(addr, factory, ListenOptions::new())?;
+        *budget.port.borrow_mut() = Some(port.clone());
         let local = port.local_addr();
         let url = format!(
             "https://{}:{}{NEARBY_PATH}",
@@ -90,6 +198,7 @@ impl LocalPlacesService {
         log::info!("local Places service listening at {url}");
         Ok(LocalPlacesService {
             port,
+            budget,
             ca_pem: Rc::from(certs.ca_pem.into_bytes()),
             url,
         })
@@ -123,9 +232,15 @@ impl LocalPlacesService {
         }
     }
 
+    /// Connections open now (handshaking or not).
+    pub fn open_connections(&self) -> usize {
+        self.budget.open.get()
+    }
+
     /// Stops listening (connections already open are served until they
     /// close).
     pub fn stop(&self) {
+        self.budget.port.borrow_mut().take();
         drop(self.port.stop_listening());
     }
 }
@@ -201,11 +316,21 @@ struct LocalConnection {
     /// A reply that closes the connection was sent: ignore further bytes.
     done: bool,
     idle: Option<DelayedCall>,
+    idle_timeout: Duration,
+    /// Its share of the connection cap, given back when dropped.
+    _slot: Slot,
 }
 
 impl LocalConnection {
-    fn new(reactor: &Reactor, peer: SocketAddr) -> LocalConnection {
+    fn new(
+        reactor: &Reactor,
+        peer: SocketAddr,
+        idle_timeout: Duration,
+        slot: Slot,
+    ) -> LocalConnection {
         LocalConnection {
+            idle_timeout,
+            _slot: slot,
             reactor: reactor.clone(),
             peer,
             transport: None,
@@ -277,7 +402,7 @@ impl LocalConnection {
 impl Protocol for LocalConnection {
     fn connection_made(&mut self, transport: Transport) {
         let for_timer = transport.clone();
-        self.idle = Some(self.reactor.call_later(IDLE_TIMEOUT, move || {
+        self.idle = Some(self.reactor.call_later(self.idle_timeout, move || {
             for_timer.lose_connection();
         }));
         self.transport = Some(transport);
@@ -291,7 +416,7 @@ impl Protocol for LocalConnection {
             return;
         };
         if let Some(timer) = &self.idle {
-            let _ = timer.reset(IDLE_TIMEOUT);
+            let _ = timer.reset(self.idle_timeout);
         }
         let skipped = self.skip.min(data.len());
         self.skip -= skipped;
