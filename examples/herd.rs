@@ -11,16 +11,5 @@
 //! gyre-herd (`cargo install --path herd`).
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    use gyre::herd::program::{run, UsageError, USAGE};
-    if let Err(e) = run(std::env::args().skip(1)) {
-        if e.downcast_ref::<UsageError>()
-            .is_some_and(UsageError::is_help)
-        {
-            println!("{USAGE}");
-            return;
-        }
-        eprintln!("herd: {e}");
-        std::process::exit(2);
-    }
+    gyre::herd::program::main();
 }

@@ -431,6 +431,24 @@ fn start_server(
     Ok(server)
 }
 
+/// The whole `herd` program, shared by the `herd` binary and
+/// `examples/herd.rs`: logging to stderr (`RUST_LOG`, default `info`),
+/// [`run`] with the process's arguments, the usage on `--help` (exit 0),
+/// and any error on stderr with exit status 2.
+pub fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(std::env::args().skip(1)) {
+        if e.downcast_ref::<UsageError>()
+            .is_some_and(UsageError::is_help)
+        {
+            println!("{USAGE}");
+            return;
+        }
+        eprintln!("herd: {e}");
+        std::process::exit(2);
+    }
+}
+
 /// Parses the command line, starts the herd and runs it until SIGINT or
 /// SIGTERM (then the servers close their connections and it returns).
 ///

@@ -192,32 +192,13 @@ impl TransportKind for Tcp {
         server: Box<dyn Protocol>,
         schedule: Option<Schedule>,
     ) -> Box<dyn Pair> {
-        let (server_reactor, client_reactor) = (reactor(schedule, 0), reactor(schedule, 1));
-        let failed = Rc::new(RefCell::new(None));
-        let port = server_reactor
-            .listen_tcp(
-                loopback(),
-                Once {
-                    protocol: Some(server),
-                    failed: failed.clone(),
-                },
-            )
-            .expect("listen on 127.0.0.1:0");
-        let connector = client_reactor.connect_tcp(
-            port.local_addr(),
-            Once {
-                protocol: Some(client),
-                failed: failed.clone(),
-            },
-            WAIT_BOUND,
-        );
-        Box::new(SocketPair {
-            server: server_reactor,
-            client: client_reactor,
-            _port: port,
-            _connector: connector,
-            failed,
-        })
+        socket_pair(
+            schedule,
+            client,
+            server,
+            |reactor, server| reactor.listen_tcp(loopback(), server),
+            |reactor, addr, client| Ok(reactor.connect_tcp(addr, client, WAIT_BOUND)),
+        )
     }
 }
 
@@ -269,38 +250,63 @@ impl TransportKind for Tls {
         schedule: Option<Schedule>,
     ) -> Box<dyn Pair> {
         let configs = tls_configs();
-        let (server_reactor, client_reactor) = (reactor(schedule, 0), reactor(schedule, 1));
-        let failed = Rc::new(RefCell::new(None));
-        let port = tls::listen_tls(
-            &server_reactor,
-            loopback(),
-            configs.server.clone(),
-            Once {
-                protocol: Some(server),
-                failed: failed.clone(),
+        socket_pair(
+            schedule,
+            client,
+            server,
+            |reactor, server| tls::listen_tls(reactor, loopback(), configs.server.clone(), server),
+            |reactor, addr, client| {
+                tls::connect_tls(
+                    reactor,
+                    addr,
+                    "localhost",
+                    configs.client.clone(),
+                    client,
+                    WAIT_BOUND,
+                )
+                .map_err(Into::into)
             },
         )
-        .expect("listen on 127.0.0.1:0");
-        let connector = tls::connect_tls(
-            &client_reactor,
-            port.local_addr(),
-            "localhost",
-            configs.client.clone(),
-            Once {
-                protocol: Some(client),
-                failed: failed.clone(),
-            },
-            WAIT_BOUND,
-        )
-        .expect("connect_tls");
-        Box::new(SocketPair {
-            server: server_reactor,
-            client: client_reactor,
-            _port: port,
-            _connector: connector,
-            failed,
-        })
     }
+}
+
+/// A client and a server on 127.0.0.1, each on its own reactor (perturbed
+/// by `schedule`, one random stream each): `listen` starts the server's
+/// port with the factory it is given, `connect` dials it from the client's
+/// reactor. TCP and TLS differ only in those two calls.
+fn socket_pair(
+    schedule: Option<Schedule>,
+    client: Box<dyn Protocol>,
+    server: Box<dyn Protocol>,
+    listen: impl FnOnce(&Reactor, Once) -> io::Result<ListeningPort>,
+    connect: impl FnOnce(&Reactor, SocketAddr, Once) -> Result<Connector, Box<dyn std::error::Error>>,
+) -> Box<dyn Pair> {
+    let (server_reactor, client_reactor) = (reactor(schedule, 0), reactor(schedule, 1));
+    let failed = Rc::new(RefCell::new(None));
+    let port = listen(
+        &server_reactor,
+        Once {
+            protocol: Some(server),
+            failed: failed.clone(),
+        },
+    )
+    .expect("listen on 127.0.0.1:0");
+    let connector = connect(
+        &client_reactor,
+        port.local_addr(),
+        Once {
+            protocol: Some(client),
+            failed: failed.clone(),
+        },
+    )
+    .expect("connect");
+    Box::new(SocketPair {
+        server: server_reactor,
+        client: client_reactor,
+        _port: port,
+        _connector: connector,
+        failed,
+    })
 }
 
 // ---------------------------------------------------------------------------
