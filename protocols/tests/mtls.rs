@@ -6,13 +6,16 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[path = "common/run.rs"]
+mod run;
+
+use run::{any_port, reactor, wait, BOUND};
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use certs::{TestCa, TestCert};
 use gyre_protocols::line::{LineContext, LineHandler, LineReceiver};
@@ -22,25 +25,6 @@ use gyre_protocols::tls::{
     start_tls_client, start_tls_server, ClientConfig, ServerConfig, StartTls, TlsTransport,
 };
 use gyre_reactor::{factory_fn, ConnectionLost, Protocol, Reactor, Transport};
-
-const BOUND: Duration = Duration::from_secs(20);
-
-fn reactor() -> Reactor {
-    Reactor::builder()
-        .install_signal_handlers(false)
-        .build()
-        .expect("reactor")
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-#[track_caller]
-fn wait(reactor: &Reactor, what: &str, done: impl Fn() -> bool) {
-    let ok = reactor.run_until(done, BOUND).expect("run_until");
-    assert!(ok, "timed out after {BOUND:?} waiting for {what}");
-}
 
 fn mtls_server(cert: &TestCert, ca: &TestCa) -> Arc<ServerConfig> {
     let chain = parse_certs_pem(cert.chain_pem.as_bytes()).unwrap();

@@ -5,6 +5,10 @@
 
 #[path = "common/certs.rs"]
 mod certs;
+#[path = "common/run.rs"]
+mod run;
+
+use run::{any_port, reactor, wait, BOUND};
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -24,26 +28,6 @@ use gyre_reactor::{
     factory_fn, ClientFactory, ConnectionLost, Connector, Factory, Producer, Protocol, Reactor,
     Transport,
 };
-
-/// The upper bound of every wait: generous, never reached when things work.
-const BOUND: Duration = Duration::from_secs(20);
-
-fn reactor() -> Reactor {
-    Reactor::builder()
-        .install_signal_handlers(false)
-        .build()
-        .expect("reactor")
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-#[track_caller]
-fn wait(reactor: &Reactor, what: &str, done: impl Fn() -> bool) {
-    let ok = reactor.run_until(done, BOUND).expect("run_until");
-    assert!(ok, "timed out after {BOUND:?} waiting for {what}");
-}
 
 fn server_cfg(cert: &TestCert, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     server_config(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes(), alpn).expect("server config")
