@@ -218,6 +218,32 @@ pub(crate) enum SlotKind {
     Conn(Rc<Conn>),
     Listener(Rc<Listener>),
     Connecting(Rc<Attempt>),
+    /// Anything else registered with the loop: a user's own descriptor, a
+    /// datagram port, a child process's pipe.
+    #[allow(dead_code)] // constructed by the sources issue 13 adds
+    Source(Rc<dyn EventSource>),
+}
+
+/// A registered descriptor that is neither a TCP connection, a listener
+/// nor a connect attempt: the one internal shape that every other kind of
+/// source (a user's own descriptor, UDP, pipes) plugs into.
+///
+/// # Contract
+///
+/// - The source registers itself with [`Inner::registry`] under the token
+///   [`Inner::insert_slot`] gave it, and deregisters and frees the slot
+///   ([`Inner::remove_slot`]) when it closes.
+/// - `handle_event` is called from the loop for every readiness event with
+///   its token. Readiness is edge-triggered: the source reads (or writes)
+///   until `WouldBlock`. User code it calls runs under [`guard`].
+/// - `shutdown` is called once when the reactor shuts down (after the
+///   listeners stop): the source closes and frees its slot.
+pub(crate) trait EventSource {
+    /// One readiness event for this source's token. `buf` is the loop's
+    /// shared read buffer.
+    fn handle_event(&self, reactor: &Reactor, event: &Readiness, buf: &mut [u8]);
+    /// The reactor is shutting down: close and free the slot.
+    fn shutdown(&self, reactor: &Reactor);
 }
 
 /// Everything in the slot table, by kind (for shutdown).
@@ -226,6 +252,7 @@ struct SlotSnapshot {
     listeners: Vec<Rc<Listener>>,
     conns: Vec<Rc<Conn>>,
     attempts: Vec<Rc<Attempt>>,
+    sources: Vec<Rc<dyn EventSource>>,
 }
 
 struct SlotEntry {
@@ -606,9 +633,15 @@ impl Reactor {
             listeners,
             conns,
             attempts,
+            sources,
         } = self.snapshot_slots();
         for listener in listeners {
             listener.stop();
+        }
+        for source in sources {
+            let _ = guard(format_args!("shutting down an event source"), || {
+                source.shutdown(self)
+            });
         }
         for attempt in attempts {
             attempt.abandon();
@@ -644,6 +677,7 @@ impl Reactor {
                 SlotKind::Conn(c) => snapshot.conns.push(Rc::clone(c)),
                 SlotKind::Listener(l) => snapshot.listeners.push(Rc::clone(l)),
                 SlotKind::Connecting(a) => snapshot.attempts.push(Rc::clone(a)),
+                SlotKind::Source(s) => snapshot.sources.push(Rc::clone(s)),
             }
         }
         snapshot
@@ -858,6 +892,7 @@ impl Reactor {
             // the same edge: the attempt hands the event on to its new
             // connection, which reads at once.
             SlotKind::Connecting(attempt) => attempt.handle_ready(self, &event, buf),
+            SlotKind::Source(source) => source.handle_event(self, &event, buf),
         }
     }
 }
@@ -1011,6 +1046,7 @@ impl Inner {
             SlotKind::Conn(c) => SlotKind::Conn(Rc::clone(c)),
             SlotKind::Listener(l) => SlotKind::Listener(Rc::clone(l)),
             SlotKind::Connecting(a) => SlotKind::Connecting(Rc::clone(a)),
+            SlotKind::Source(s) => SlotKind::Source(Rc::clone(s)),
         })
     }
 
