@@ -1,0 +1,270 @@
+//! [`HerdServer`]: the public handle of one running server: start, bind,
+//! dial, inspect, stop.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use gyre_reactor::{factory_fn, ListenOptions, PortEvent, Reactor};
+
+use super::lookup::PlacesLookup;
+use super::options::ServerOptions;
+use super::peering::PeerLinks;
+use super::state::{AcceptSlot, Server};
+use crate::config::HerdConfig;
+use crate::limits::{ConnectionLimits, RateLimiter, REFUSAL_NO_DESCRIPTORS};
+use crate::links::Links;
+use crate::log::ServerLog;
+use crate::store::Store;
+
+/// One server of the herd, running on a reactor: a cheap `Clone` handle.
+///
+/// The server runs until [`stop`](Self::stop) (or until the reactor shuts
+/// down); dropping the handle does not stop it.
+#[derive(Clone)]
+pub struct HerdServer {
+    inner: Rc<Server>,
+}
+
+impl fmt::Debug for HerdServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HerdServer")
+            .field("name", &self.inner.name)
+            .field("addr", &self.inner.local_addr)
+            .field("stopped", &self.inner.stopped.get())
+            .finish()
+    }
+}
+
+impl HerdServer {
+    /// Starts the server called `name` of `config`: listens on its port,
+    /// then dials its neighbours (see [`bind`](Self::bind) and
+    /// [`connect_neighbours`](Self::connect_neighbours)), with the default
+    /// [`ServerOptions`].
+    pub fn start(
+        reactor: &Reactor,
+        name: &str,
+        config: &HerdConfig,
+        places: impl PlacesLookup,
+        log: ServerLog,
+    ) -> io::Result<HerdServer> {
+        let server =
+            HerdServer::bind(reactor, name, config, places, log, ServerOptions::default())?;
+        if let Err(e) = server.connect_neighbours(config) {
+            server.stop();
+            return Err(e);
+        }
+        Ok(server)
+    }
+
+    /// Listens on the address `config` gives `name` (port 0: a free port;
+    /// see [`local_addr`](Self::local_addr)) and serves clients, and
+    /// neighbours that dial in; does not dial out yet.
+    pub fn bind(
+        reactor: &Reactor,
+        name: &str,
+        config: &HerdConfig,
+        places: impl PlacesLookup,
+        log: ServerLog,
+        options: ServerOptions,
+    ) -> io::Result<HerdServer> {
+        let spec = config.server(name).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the herd has no server named {name:?}"),
+            )
+        })?;
+        let addr = spec.addr();
+        let peer_links = PeerLinks::for_server(name, &options.peer_tls)?;
+        let neighbours: Vec<String> = config
+            .neighbours(name)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        // Bind first, so the server knows its real address; the accept
+        // factory reaches the server through a slot filled right after.
+        let slot: AcceptSlot = Rc::new(RefCell::new(None));
+        let factory_slot = Rc::clone(&slot);
+        // Out of descriptors, the port refuses with a line and the spare
+        // descriptor; the episode goes to this server's log once.
+        let port_log = log.clone();
+        let listen = ListenOptions::new()
+            .refusal_line(REFUSAL_NO_DESCRIPTORS)
+            .on_event(move |event| match event {
+                PortEvent::Exhausted { error } => port_log.entry(format_args!(
+                    "out of resources accepting connections ({error}): refusing new clients \
+                     with {:?} and retrying with back-off (logged once per episode)",
+                    REFUSAL_NO_DESCRIPTORS.trim_end()
+                )),
+                PortEvent::Recovered {
+                    refused, attempts, ..
+                } => port_log.entry(format_args!(
+                    "accepting connections again ({refused} refused, {attempts} failed attempts)"
+                )),
+                _ => {}
+            });
+        let port = reactor.listen_tcp_with(
+            addr,
+            factory_fn(move |peer| {
+                let server = factory_slot.borrow().clone()?;
+                server.accept(peer)
+            }),
+            listen,
+        )?;
+        let store = Store::with_limits(options.max_clients, options.max_store_bytes);
+        let limits =
+            ConnectionLimits::new(options.max_connections, options.max_connections_per_address);
+        let rates = RateLimiter::new(
+            options.iamat_rate,
+            options.new_client_rate,
+            options.rate_table_size,
+        );
+        let inner = Rc::new_cyclic(|me| Server {
+            name: name.to_string(),
+            reactor: reactor.clone(),
+            local_addr: port.local_addr(),
+            log,
+            options,
+            store: RefCell::new(store),
+            places: Box::new(places),
+            links: Links::new(name, &neighbours),
+            peer_links,
+            port: RefCell::new(Some(port)),
+            accept_slot: Rc::clone(&slot),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            stopped: Cell::new(false),
+            limits: RefCell::new(limits),
+            rates: RefCell::new(rates),
+            me: me.clone(),
+        });
+        // The listening port's factory keeps the server alive (as a
+        // reactor keeps a Twisted factory alive) until `stop` empties it.
+        *slot.borrow_mut() = Some(Rc::clone(&inner));
+        inner.log.entry(format_args!(
+            "server {} listening on {} (neighbours: {})",
+            inner.name,
+            inner.local_addr,
+            if neighbours.is_empty() {
+                "none".to_string()
+            } else {
+                neighbours.join(", ")
+            }
+        ));
+        match &inner.peer_links {
+            PeerLinks::Verified(_) => inner.log.entry(format_args!(
+                "peer links: mutual TLS; a neighbour must present a certificate from the herd CA naming it"
+            )),
+            PeerLinks::Insecure => {
+                log::warn!(
+                    "{}: peer links are NOT authenticated (--insecure-peer-links): anyone can claim to be a neighbour and forge locations",
+                    inner.name
+                );
+                inner.log.entry(format_args!(
+                    "WARNING: peer links are NOT authenticated (--insecure-peer-links): anyone can claim to be a neighbour and forge locations"
+                ));
+            }
+        }
+        Ok(HerdServer { inner })
+    }
+
+    /// Dials every neighbour at the address `config` gives it (a config
+    /// with the real ports, when servers bound port 0), at once, and keeps
+    /// re-dialling any neighbour whose link is down, with back-off, until
+    /// [`stop`](Self::stop). An error if `config` lacks a neighbour.
+    pub fn connect_neighbours(&self, config: &HerdConfig) -> io::Result<()> {
+        self.inner.links.connect_all(&self.inner, config)
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The address it listens on (the real port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Its log.
+    pub fn log(&self) -> &ServerLog {
+        &self.inner.log
+    }
+
+    /// The stored AT line for `client` (no line end), if any.
+    pub fn location(&self, client: &[u8]) -> Option<Vec<u8>> {
+        self.inner
+            .store
+            .borrow()
+            .get(client)
+            .map(|l| l.at_line().to_vec())
+    }
+
+    /// How many clients it knows a location for.
+    pub fn known_clients(&self) -> usize {
+        self.inner.store.borrow().len()
+    }
+
+    /// The store's size in bytes, as its byte limit counts them.
+    pub fn store_bytes(&self) -> usize {
+        self.inner.store.borrow().bytes()
+    }
+
+    /// The neighbours whose link is up now, sorted.
+    pub fn links_up(&self) -> Vec<String> {
+        self.inner.links.up()
+    }
+
+    /// Bytes written to the link with `neighbour` and not yet taken by the
+    /// kernel (`None` when the link is down). For diagnostics and tests.
+    pub fn link_buffered_len(&self, neighbour: &str) -> Option<usize> {
+        self.inner.links.buffered_len(neighbour)
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.get()
+    }
+
+    /// Stops the server: closes its port, stops dialling, and closes every
+    /// connection (links and clients; answers not yet ready are dropped).
+    /// A new server may then listen on the same port.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::places::PlacesAnswer;
+    use gyre_reactor::defer::Deferred;
+
+    #[test]
+    fn unknown_server_name_is_an_error() {
+        let reactor = Reactor::builder()
+            .install_signal_handlers(false)
+            .build()
+            .unwrap();
+        struct NoPlaces;
+        impl PlacesLookup for NoPlaces {
+            fn nearby(&self, _: f64, _: f64, _: f64, _: u32) -> Deferred<PlacesAnswer> {
+                // Never fires: nobody keeps the resolver.
+                Deferred::new().1
+            }
+        }
+        let e = HerdServer::start(
+            &reactor,
+            "Nobody",
+            &HerdConfig::default(),
+            NoPlaces,
+            ServerLog::discard(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("Nobody"));
+    }
+}
