@@ -2,7 +2,7 @@
 //! `\n` and the `\r` before it already removed) into a [`Command`] that
 //! borrows from the line, or a [`ParseError`].
 //!
-//! The grammar (HERD.md, "Wire format"):
+//! The grammar (`herd/PROTOCOL.md` §1-4, from HERD.md's "Wire format"):
 //!
 //! ```text
 //! line      = *ws field *( 1*ws field ) *ws       ws = SP / HT / FF / VT

@@ -39,7 +39,8 @@
 //!   dialled again while its old connection is not yet known to be dead)
 //!   replaces the first.
 //!
-//! Lines on a link are never answered; see the [server docs](crate::server).
+//! Lines on a link are never answered; see the [server docs](crate::server)
+//! and `herd/PROTOCOL.md` §5, which states this protocol for users.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
