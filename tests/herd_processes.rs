@@ -609,3 +609,72 @@ fn a_single_server_needs_peer_tls_or_an_explicit_insecure_flag() {
     herd.signal(libc::SIGINT);
     assert!(herd.wait_exit().success());
 }
+
+/// Issue 11, Done-when 5: a server SIGKILLed under load leaves a log that
+/// ends on a complete line and holds every answer the client received
+/// before the kill (the log is written before the loop's socket writes, in
+/// one batch per iteration).
+#[test]
+fn sigkilled_server_log_is_complete_up_to_what_was_sent() {
+    let dir = TempDir::new("sigkill-log");
+    let ports = free_ports(1);
+    let config = write_config(dir.path(), &[("A", ports[0])], &[]);
+    let mut herd = Herd::start(dir.path(), &config, Some("A"));
+    let addr = herd.wait_listening(&["A"])[0];
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // Pipelined lines until the server is gone. `? PING n` answers are not
+    // rate-limited, so every line is received, logged and answered.
+    let sender = std::thread::spawn(move || {
+        let mut n = 0u64;
+        loop {
+            let mut batch = Vec::with_capacity(64 * 16);
+            for _ in 0..64 {
+                batch.extend_from_slice(format!("PING {n}\n").as_bytes());
+                n += 1;
+            }
+            if writer.write_all(&batch).is_err() {
+                return n;
+            }
+        }
+    });
+    let mut reader = BufReader::new(stream);
+    let mut received = Vec::new();
+    let mut line = String::new();
+    while received.len() < 20_000 {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("an answer");
+        assert!(n > 0, "the server closed before the kill");
+        received.push(line.trim_end().to_string());
+    }
+    herd.kill();
+    // Answers already on their way still arrive; then the connection ends.
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if line.ends_with('\n') => received.push(line.trim_end().to_string()),
+            Ok(_) => break,
+        }
+    }
+    let _ = sender.join();
+    let log = read_log(&dir.path().join("logs").join("A.log"));
+    assert!(log.ends_with('\n'), "the log ends inside a line");
+    let sent: std::collections::HashSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(_, answer)| answer))
+        .collect();
+    let missing: Vec<&String> = received
+        .iter()
+        .filter(|answer| !sent.contains(answer.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answers received are not in the log, e.g. {:?}",
+        missing.len(),
+        received.len(),
+        missing.first()
+    );
+    assert!(received.iter().all(|a| a.starts_with("? PING ")));
+}

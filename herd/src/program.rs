@@ -462,13 +462,18 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>>
     let options = Options::parse(args)?;
     let reactor = Reactor::new()?;
     let (servers, _local) = start(&reactor, &options)?;
+    let stopping = servers.clone();
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
-        for server in &servers {
+        for server in &stopping {
             server.stop();
         }
         None
     });
     reactor.run()?;
+    // Entries made after the loop's last iteration are still batched.
+    for server in &servers {
+        server.log().flush();
+    }
     println!("herd: stopped");
     Ok(())
 }

@@ -298,6 +298,8 @@ pub(crate) struct Inner {
     iterating: Cell<bool>,
     triggers: RefCell<Vec<(TriggerId, Phase, SystemEvent, Trigger)>>,
     next_trigger: Cell<u64>,
+    /// See [`Reactor::before_writes`].
+    pub(crate) write_hooks: crate::hooks::WriteHooks,
     when_running: RefCell<Vec<WhenRunning>>,
     stats: Cell<ReactorStats>,
     pub(crate) signals: RefCell<Option<SignalHandlers>>,
@@ -411,6 +413,7 @@ impl Reactor {
             iterating: Cell::new(false),
             triggers: RefCell::new(Vec::new()),
             next_trigger: Cell::new(1),
+            write_hooks: Default::default(),
             when_running: RefCell::new(Vec::new()),
             stats: Cell::new(ReactorStats::default()),
             signals: RefCell::new(None),
@@ -478,6 +481,35 @@ impl Reactor {
     /// I/O.
     pub fn call_soon(&self, f: impl FnOnce() + 'static) {
         self.inner.soon.borrow_mut().push_back(Box::new(f));
+    }
+
+    /// Registers `hook` to run before the loop writes buffered connection
+    /// output to sockets, and once at the end of every iteration: the
+    /// reactor's end-of-iteration hook. See the `hooks` module's contract:
+    /// whatever the hook makes durable is durable before any byte written
+    /// in the same iteration reaches a peer. Returns an id for
+    /// [`remove_before_writes`](Self::remove_before_writes).
+    ///
+    /// ```
+    /// # use gyre_reactor::Reactor;
+    /// # use std::{cell::Cell, rc::Rc, time::Duration};
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let runs = Rc::new(Cell::new(0));
+    /// let counted = Rc::clone(&runs);
+    /// let id = reactor.before_writes(move || counted.set(counted.get() + 1));
+    /// reactor.iterate(Some(Duration::ZERO))?;
+    /// assert!(runs.get() >= 1);
+    /// assert!(reactor.remove_before_writes(id));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn before_writes(&self, hook: impl Fn() + 'static) -> crate::hooks::BeforeWritesId {
+        self.inner.write_hooks.add(Rc::new(hook))
+    }
+
+    /// Removes a hook added by [`before_writes`](Self::before_writes);
+    /// whether it was there.
+    pub fn remove_before_writes(&self, id: crate::hooks::BeforeWritesId) -> bool {
+        self.inner.write_hooks.remove(id)
     }
 
     /// Calls `f` once the loop runs (at once if it already does).
@@ -810,6 +842,8 @@ impl Reactor {
         // and only the loop, polls tasks.
         defer::runner::run_tasks();
         self.reap();
+        inner.write_hooks.run();
+        self.reap();
     }
 
     fn poll_timeout(&self, max_wait: Option<Duration>) -> Option<Duration> {
@@ -977,6 +1011,7 @@ impl Inner {
         if self.dirty.borrow().is_empty() {
             return false;
         }
+        self.write_hooks.run();
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
         for conn in &dirty {
             conn.flush();

@@ -52,6 +52,10 @@
 //!   [`DEFAULT_LINGER_TIMEOUT`], logged at debug level when hit), then
 //!   closes; `connection_lost` comes when the socket really closes.
 //! - **Reading stops at `lose_connection`.** Later input is discarded.
+//! - **A `before_writes` hook runs before bytes written in the same
+//!   iteration reach a socket**, and once at the end of every iteration
+//!   ([`Reactor::before_writes`]): a log flushed there is never behind
+//!   what was sent.
 //! - **A reset after EOF is noticed**: it closes the connection with the
 //!   error.
 //! - **A panic in user code costs only what it was handling**: one guard
@@ -74,6 +78,7 @@ mod connector;
 mod core;
 pub mod defer;
 mod factory;
+mod hooks;
 mod listener;
 mod perturb;
 mod protocol;
@@ -90,6 +95,7 @@ pub use crate::core::{
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
+pub use hooks::BeforeWritesId;
 pub use listener::{
     ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
     DEFAULT_EXHAUSTION_BACKOFF_MAX,

@@ -78,6 +78,9 @@ impl HerdServer {
             )
         })?;
         let addr = spec.addr();
+        // Entries reach the file before anything sent in the same
+        // iteration reaches a peer, with one write per iteration.
+        log.flush_before_writes(reactor);
         let peer_links = PeerLinks::for_server(name, &options.peer_tls)?;
         let neighbours: Vec<String> = config
             .neighbours(name)
