@@ -75,6 +75,9 @@ impl Server {
             conn.close();
         }
         self.log.entry(format_args!("server {} stopped", self.name));
+        // A stopped server's log is complete now, not at the loop's next
+        // iteration (there may be none).
+        self.log.flush();
         // Break the server → port → factory → server cycle. (The caller,
         // a `HerdServer`, still holds the server, so `self` stays valid.)
         let me = self.accept_slot.borrow_mut().take();
