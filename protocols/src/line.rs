@@ -22,8 +22,17 @@
 //!   only when the consumed part is at least as large as the rest, so every
 //!   byte is copied O(1) times. [`LineDecoder::bytes_scanned`] counts the
 //!   bytes searched.
+//! - [`LineReceiver`] copies only a line that spans reads. While nothing is
+//!   buffered, complete lines are handed to the handler straight out of the
+//!   transport's read; a line split across reads is completed in the
+//!   decoder and the rest of that read is again handed out uncopied. A
+//!   handler call that changes the mode or the buffer
+//!   ([`LineContext::set_raw_mode`], [`LineContext::set_line_mode`],
+//!   [`LineContext::clear_line_buffer`]) first moves the rest of the read
+//!   into the buffer, so it sees exactly what Twisted's buffer would hold.
+//!   A one-byte delimiter is searched with plain `memchr`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::{Rc, Weak};
 
@@ -210,7 +219,7 @@ impl LineDecoder {
         }
         let dlen = self.delimiter.len();
         let from = self.scan_from.max(self.start);
-        let found = self.finder.find(&self.buf[from..]);
+        let found = self.find_delimiter(&self.buf[from..]);
         match found {
             Some(i) => {
                 self.bytes_scanned += (i + dlen) as u64;
@@ -238,6 +247,46 @@ impl LineDecoder {
                 }
             }
         }
+    }
+
+    /// The offset of the first delimiter in `haystack`: plain `memchr` for
+    /// a one-byte delimiter (`\n`, the herd's), a precompiled substring
+    /// search otherwise.
+    fn find_delimiter(&self, haystack: &[u8]) -> Option<usize> {
+        match self.delimiter[..] {
+            [byte] => memchr::memchr(byte, haystack),
+            _ => self.finder.find(haystack),
+        }
+    }
+
+    /// Where the first complete line of `input` ends, for a decoder with
+    /// nothing buffered, in line mode: `Some(len)` for a line of `len`
+    /// bytes (the delimiter follows it) within the maximum length, `None`
+    /// when `input` holds no complete line or its first line is too long
+    /// (then feed `input` and let [`next_frame`](Self::next_frame) decide).
+    /// Counts the bytes searched like `next_frame`. This is what lets a
+    /// receiver hand lines out of the read buffer without copying them.
+    fn complete_line_in(&mut self, input: &[u8]) -> Option<usize> {
+        if self.raw || self.start < self.buf.len() {
+            return None;
+        }
+        let found = self.find_delimiter(input);
+        let len = found?;
+        self.bytes_scanned += (len + self.delimiter.len()) as u64;
+        (len <= self.max_length).then_some(len)
+    }
+
+    /// For a decoder in line mode holding a partial line: how many bytes of
+    /// `input` complete it (up to and including the first delimiter in
+    /// `input`), or `None` when `input` has no delimiter or none is
+    /// buffered. A receiver feeds just those bytes, so that only a line
+    /// that spans reads is copied. (The decoder searches them again when
+    /// they are fed; a delimiter split across the two is found then.)
+    fn bytes_completing_line(&self, input: &[u8]) -> Option<usize> {
+        if self.raw || self.start >= self.buf.len() {
+            return None;
+        }
+        self.find_delimiter(input).map(|i| i + self.delimiter.len())
     }
 
     /// Empties the buffer and returns what it held (Twisted's
@@ -437,10 +486,7 @@ impl<H: LineHandler> LineTarget for LineInner<H> {
                     Err(LineTooLong { data }) => Event::TooLong(data),
                 }
             };
-            let mut ctx = LineContext {
-                shared: &self.shared,
-                transport: &transport,
-            };
+            let mut ctx = LineContext::new(&self.shared, &transport);
             let mut handler = self.handler.borrow_mut();
             match event {
                 Event::Line => handler.line_received(&mut ctx, &scratch),
@@ -452,6 +498,43 @@ impl<H: LineHandler> LineTarget for LineInner<H> {
     }
 }
 
+impl<H: LineHandler> LineInner<H> {
+    /// Hands the complete lines at the start of `data` (a read) to the
+    /// handler straight out of the read buffer, while nothing is buffered
+    /// and the receiver is in line mode and delivering: the common case of
+    /// whole lines per read costs no copy. Returns the bytes it did not
+    /// hand out (a partial line, a too-long line, or everything after a
+    /// pause, a close or a mode change), which the caller feeds to the
+    /// decoder; a handler that changed the buffer or the mode already had
+    /// them moved there (then nothing is returned).
+    fn lines_from_read<'d>(&self, transport: &Transport, data: &'d [u8]) -> &'d [u8] {
+        let flow = &self.shared.flow;
+        let Some(_busy) = flow.enter() else {
+            return data;
+        };
+        let mut rest = data;
+        while !rest.is_empty() && flow.may_deliver(transport) {
+            let (found, delimiter_len) = {
+                let mut dec = self.shared.decoder.borrow_mut();
+                (dec.complete_line_in(rest), dec.delimiter().len())
+            };
+            let Some(len) = found else {
+                break;
+            };
+            let (line, after) = rest.split_at(len);
+            let after = &after[delimiter_len..];
+            let mut ctx = LineContext::new(&self.shared, transport);
+            ctx.unread.set(after);
+            self.handler.borrow_mut().line_received(&mut ctx, line);
+            // The handler moved the rest into the decoder (a mode or buffer
+            // change): it is delivered from there.
+            let spilled = ctx.unread.get().is_empty();
+            rest = if spilled { &[] } else { after };
+        }
+        rest
+    }
+}
+
 /// What a [`LineHandler`]'s hooks can do: write lines, switch between line
 /// and raw mode, clear the buffer, pause and resume, reach the transport.
 ///
@@ -460,9 +543,33 @@ impl<H: LineHandler> LineTarget for LineInner<H> {
 pub struct LineContext<'a> {
     shared: &'a LineShared,
     transport: &'a Transport,
+    /// While lines are handed out of a read without copying: the bytes of
+    /// that read after the current line, not yet in the decoder. A call
+    /// that needs the buffer moves them into it first (see
+    /// [`spill`](Self::spill)).
+    unread: Cell<&'a [u8]>,
 }
 
-impl LineContext<'_> {
+impl<'a> LineContext<'a> {
+    /// A context with nothing unread outside the decoder.
+    fn new(shared: &'a LineShared, transport: &'a Transport) -> LineContext<'a> {
+        LineContext {
+            shared,
+            transport,
+            unread: Cell::new(&[]),
+        }
+    }
+
+    /// Moves the unread rest of the current read into the decoder, so that
+    /// what is buffered is what Twisted's buffer would hold (the bytes after
+    /// this line). Called before any change to the buffer or the mode.
+    fn spill(&self) {
+        let unread = self.unread.replace(&[]);
+        if !unread.is_empty() {
+            self.shared.decoder.borrow_mut().feed(unread);
+        }
+    }
+
     /// The connection's transport.
     pub fn transport(&self) -> &Transport {
         self.transport
@@ -481,6 +588,7 @@ impl LineContext<'_> {
     /// Further bytes (those buffered included) go to
     /// [`LineHandler::raw_data_received`].
     pub fn set_raw_mode(&self) {
+        self.spill();
         self.shared.decoder.borrow_mut().set_raw_mode();
     }
 
@@ -488,6 +596,7 @@ impl LineContext<'_> {
     /// appended to the buffer and split into lines. Called from
     /// `line_received`, pass no `extra`: it would go after what is buffered.
     pub fn set_line_mode(&self, extra: &[u8]) {
+        self.spill();
         let mut dec = self.shared.decoder.borrow_mut();
         dec.set_line_mode();
         if !extra.is_empty() {
@@ -503,6 +612,7 @@ impl LineContext<'_> {
     /// Empties the buffer and returns what it held (Twisted's
     /// `clearLineBuffer`): from `line_received`, the bytes after this line.
     pub fn clear_line_buffer(&self) -> Vec<u8> {
+        self.spill();
         self.shared.decoder.borrow_mut().clear()
     }
 
@@ -794,10 +904,7 @@ impl<H: LineHandler> LineReceiver<H> {
     ) -> R {
         let result = {
             let _busy = self.inner.shared.flow.enter();
-            let mut ctx = LineContext {
-                shared: &self.inner.shared,
-                transport,
-            };
+            let mut ctx = LineContext::new(&self.inner.shared, transport);
             f(&mut self.inner.handler.borrow_mut(), &mut ctx)
         };
         self.inner.deliver();
@@ -826,10 +933,22 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
         if raw_passthrough {
             // Raw mode with nothing buffered: hand the bytes over uncopied.
             self.call_hook(&transport, |h, ctx| h.raw_data_received(ctx, data));
-        } else {
-            shared.decoder.borrow_mut().feed(data);
-            self.inner.deliver();
+            return;
         }
+        let mut data = data;
+        // A line spanning reads is completed in the decoder (the one copy),
+        // and the rest of this read handed out without copying.
+        let completing = shared.decoder.borrow().bytes_completing_line(data);
+        if let Some(end) = completing {
+            shared.decoder.borrow_mut().feed(&data[..end]);
+            self.inner.deliver();
+            data = &data[end..];
+        }
+        let unread = self.inner.lines_from_read(&transport, data);
+        if !unread.is_empty() {
+            shared.decoder.borrow_mut().feed(unread);
+        }
+        self.inner.deliver();
     }
 
     fn eof_received(&mut self) -> bool {

@@ -702,3 +702,43 @@ fn connection_lost_reaches_the_handler_once_and_stops_delivery() {
         (bytes_list(&[b"a"]), vec![ConnectionLost::Done.to_string()])
     );
 }
+
+/// Records where each line it gets lives in memory.
+struct WhereLines(Vec<(usize, usize)>);
+
+impl LineHandler for WhereLines {
+    fn line_received(&mut self, _: &mut LineContext<'_>, line: &[u8]) {
+        self.0.push((line.as_ptr() as usize, line.len()));
+    }
+}
+
+/// Complete lines in one read are handed out of the read itself (no copy);
+/// only a line that spans two reads is copied, and it still arrives whole.
+#[test]
+fn whole_lines_are_handed_out_of_the_read_without_a_copy() {
+    let st = StringTransport::new();
+    let mut proto = LineReceiver::new(WhereLines(Vec::new())).with_delimiter(b"\n");
+    proto.connection_made(st.transport());
+    let read = b"one\ntwo\nthr".to_vec();
+    proto.data_received(&read);
+    let inside = |(ptr, len): (usize, usize)| {
+        let start = read.as_ptr() as usize;
+        ptr >= start && ptr + len <= start + read.len()
+    };
+    let seen = proto.with_handler(|h| h.0.clone());
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|&l| inside(l)), "lines copied: {seen:?}");
+    assert_eq!(proto.buffered_len(), 3, "the partial line is buffered");
+    let second = b"ee\nfour\n".to_vec();
+    proto.data_received(&second);
+    let seen = proto.with_handler(|h| h.0.clone());
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[2].1, 5, "the spanning line arrives whole");
+    let (ptr, len) = seen[3];
+    let start = second.as_ptr() as usize;
+    assert!(
+        ptr >= start && ptr + len <= start + second.len(),
+        "after the spanning line, lines come out of the read again"
+    );
+    assert_eq!(proto.buffered_len(), 0);
+}
