@@ -1,8 +1,11 @@
 //! [`Deferred`]: a result that is not there yet, with a typed callback chain.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -102,7 +105,9 @@ pub type Outcome<T> = Result<T, Failure>;
 /// assert_eq!(a.take_result().unwrap().unwrap(), 1);
 /// ```
 pub struct Deferred<T: 'static> {
-    slot: Rc<Slot<T>>,
+    chain: Rc<Chain>,
+    /// The type of the result at the chain's tail.
+    tail: PhantomData<fn() -> T>,
 }
 
 /// The handle that fires a [`Deferred`]: once, with a value
@@ -125,13 +130,31 @@ pub struct Deferred<T: 'static> {
 /// assert_eq!(d.take_result().unwrap().unwrap(), "fired");
 /// ```
 pub struct Resolver<T: 'static> {
-    slot: Rc<Slot<T>>,
+    chain: Rc<Chain>,
+    /// The type the root fires with.
+    root: PhantomData<fn(T)>,
 }
 
 impl<T: 'static> Clone for Resolver<T> {
     fn clone(&self) -> Self {
+        Resolver::of(&self.chain)
+    }
+}
+
+impl<T: 'static> Resolver<T> {
+    fn of(chain: &Rc<Chain>) -> Resolver<T> {
         Resolver {
-            slot: Rc::clone(&self.slot),
+            chain: Rc::clone(chain),
+            root: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> Deferred<T> {
+    fn of(chain: Rc<Chain>) -> Deferred<T> {
+        Deferred {
+            chain,
+            tail: PhantomData,
         }
     }
 }
@@ -171,90 +194,222 @@ impl fmt::Display for AlreadyConsumed {
 
 impl std::error::Error for AlreadyConsumed {}
 
-type Canceller<T> = Box<dyn FnOnce(&Resolver<T>)>;
+/// A result moving along a chain, its type erased: the value lives in a
+/// `Box<Option<T>>`, so a callback that keeps the type reuses the box.
+type Erased = Box<dyn Any>;
+type ErasedOutcome = Result<Erased, Failure>;
 
-struct Slot<T: 'static> {
-    /// The result, between firing and the consumer taking it.
-    result: RefCell<Option<Outcome<T>>>,
-    /// Who gets the result.
-    consumer: RefCell<Consumer<T>>,
-    /// Fired (the result may already have moved on).
+/// One callback of a chain, its types erased. It is given where the chain
+/// was created (for the failure a type mix-up would be), so that it need
+/// not capture it: a callback that captures nothing is not allocated.
+type Callback = Box<dyn FnOnce(ErasedOutcome, &'static Location<'static>) -> Step>;
+
+/// What a callback hands on: a result now, or a Deferred to wait for.
+enum Step {
+    Now(ErasedOutcome),
+    Wait(Rc<Chain>),
+}
+
+/// A chain's callbacks in order: the first inline (most chains have one or
+/// two, and then need no allocation for them), the rest in a queue.
+#[derive(Default)]
+struct Callbacks {
+    first: Option<Callback>,
+    rest: VecDeque<Callback>,
+}
+
+impl Callbacks {
+    fn push_back(&mut self, callback: Callback) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(callback);
+        } else {
+            self.rest.push_back(callback);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Callback> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+}
+
+/// A canceller, its type erased (it is given a `Resolver<T>` of the chain).
+type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+
+/// One Deferred: its result and the callbacks still to run on it, in one
+/// allocation that grows (Twisted's model: a Deferred is a list of
+/// callbacks). A [`Deferred<T>`] handle is a typed view of the chain's
+/// tail; each `add_*` moves the handle, so the types line up by
+/// construction.
+///
+/// # Running
+///
+/// A chain with a result and callbacks runs from the thread's chain queue
+/// (`runner`): all of its callbacks in a loop, under one `catch_unwind`
+/// (a panic fails the chain with [`Panicked`] and the loop goes on). After
+/// each callback, if that callback made other chains runnable, this one
+/// goes to the back of the queue, so a Deferred fired inside a callback
+/// runs right after that callback returns. A callback that returns a
+/// Deferred pauses the chain until that one has a result (`waiting_on`);
+/// the inner chain hands it over through the queue, so nesting of any depth
+/// uses constant stack.
+struct Chain {
+    state: RefCell<ChainState>,
+    /// The root fired (or was cancelled).
     fired: Cell<bool>,
+    /// Queued on the chain queue, or running.
+    scheduled: Cell<bool>,
     /// A cancel without a canceller fired this Deferred; swallow one later fire.
     suppress_already_called: Cell<bool>,
     created_at: &'static Location<'static>,
     fired_at: Cell<Option<&'static Location<'static>>>,
-    canceller: RefCell<Option<Canceller<T>>>,
-    /// What this Deferred waits on (the previous link, or the Deferred a
-    /// callback returned): `cancel` is forwarded there.
-    upstream: RefCell<Option<Weak<dyn Cancel>>>,
+    canceller: RefCell<Option<Canceller>>,
 }
 
-enum Consumer<T> {
+struct ChainState {
+    /// The result at the head of `callbacks` (at the tail when none are
+    /// left); `None` before firing, while a callback runs, while waiting on
+    /// an inner Deferred, and once consumed.
+    result: Option<ErasedOutcome>,
+    callbacks: Callbacks,
+    /// The Deferred a callback returned, until it hands its result here:
+    /// `cancel` is forwarded there.
+    waiting_on: Option<Weak<Chain>>,
+    /// Who gets the result once no callback is left.
+    consumer: Consumer,
+}
+
+enum Consumer {
+    /// Nobody yet: the result stays (for `take_result`, `poll` or more
+    /// callbacks).
     Nobody,
-    /// The next link: gets the outcome and where the chain was fired.
-    Callback(Box<dyn FnOnce(Outcome<T>, Option<&'static Location<'static>>)>),
+    /// A task awaiting the Deferred.
     Waker(Waker),
-    /// The result was taken (by `take_result`, `poll` or a callback).
+    /// An outer chain waiting on this one (a callback returned it, or
+    /// `chain_deferred`).
+    Outer(Rc<Chain>),
+    /// The result was taken.
     Done,
 }
 
-/// Type-erased cancellation, so a link can forward `cancel` upstream to a
-/// Deferred of another type.
-trait Cancel {
-    fn cancel_dyn(self: Rc<Self>, at: &'static Location<'static>);
-}
-
-impl<T: 'static> Cancel for Slot<T> {
-    fn cancel_dyn(self: Rc<Self>, at: &'static Location<'static>) {
-        self.cancel(at);
-    }
-}
-
-impl<T: 'static> Job for Slot<T> {
-    /// Hands the result to the callback consumer.
+impl Job for Chain {
     fn run(self: Rc<Self>) {
-        let consumer = std::mem::replace(&mut *self.consumer.borrow_mut(), Consumer::Done);
-        match consumer {
-            Consumer::Callback(f) => {
-                let outcome = self.result.borrow_mut().take();
-                match outcome {
-                    Some(outcome) => f(outcome, self.fired_at.get()),
-                    // Not fired yet (cannot happen: jobs are queued on firing).
-                    None => *self.consumer.borrow_mut() = Consumer::Callback(f),
+        loop {
+            let ran = catch_unwind(AssertUnwindSafe(|| self.run_callbacks()));
+            match ran {
+                Ok(()) => break,
+                Err(payload) => {
+                    // The callback that panicked took the result with it.
+                    let failure = Failure::new(Panicked::from_payload(&*payload));
+                    self.state.borrow_mut().result = Some(Err(failure));
                 }
             }
-            other => *self.consumer.borrow_mut() = other,
         }
     }
 }
 
-impl<T: 'static> Drop for Slot<T> {
+impl Drop for Chain {
     fn drop(&mut self) {
-        if let Some(Err(failure)) = self.result.get_mut().take() {
+        let state = self.state.get_mut();
+        if let Some(Err(failure)) = state.result.take() {
             log::error!("Unhandled error in Deferred: {}", failure.describe());
         }
-        // An unfired consumer owns the next link, which owns the one after:
-        // dropping it in place would recurse once per link. Hand it to the
-        // run queue's iterative dropper instead.
-        if let Consumer::Callback(next) = std::mem::replace(self.consumer.get_mut(), Consumer::Done)
-        {
-            runner::drop_later(Box::new(next));
+        // Callbacks and an outer chain may own further chains: dropping
+        // them in place would recurse once per level. Hand them to the run
+        // queue's iterative dropper instead.
+        let callbacks = std::mem::take(&mut state.callbacks);
+        if !callbacks.is_empty() {
+            runner::drop_later(Box::new(callbacks));
+        }
+        if let Consumer::Outer(outer) = std::mem::replace(&mut state.consumer, Consumer::Done) {
+            runner::drop_later(Box::new(outer));
         }
     }
 }
 
-impl<T: 'static> Slot<T> {
-    fn new(created_at: &'static Location<'static>) -> Rc<Slot<T>> {
-        Rc::new(Slot {
-            result: RefCell::new(None),
-            consumer: RefCell::new(Consumer::Nobody),
+/// Erases a value for the chain: in a `Box<Option<T>>`, so that the box
+/// can be reused for the next value of the same type, except for a
+/// zero-sized `T`, whose `Box<T>` costs no allocation at all.
+#[inline]
+fn erase<T: 'static>(value: T) -> Erased {
+    if std::mem::size_of::<T>() == 0 {
+        Box::new(value)
+    } else {
+        Box::new(Some(value))
+    }
+}
+
+/// Takes the value out of an erased box, keeping the box (when there is
+/// one) for [`reerase`]. A box of another type is the library's bug,
+/// reported as a failure rather than a panic.
+#[inline(always)]
+fn unerase_keep<T: 'static>(
+    erased: Erased,
+    at: &'static Location<'static>,
+) -> (Outcome<T>, Option<Erased>) {
+    if std::mem::size_of::<T>() == 0 {
+        return match erased.downcast::<T>() {
+            Ok(boxed) => (Ok(*boxed), None),
+            Err(_) => (Err(type_mix_up(at)), None),
+        };
+    }
+    match erased.downcast::<Option<T>>() {
+        Ok(mut boxed) => match boxed.take() {
+            Some(value) => (Ok(value), Some(boxed as Erased)),
+            None => (Err(type_mix_up(at)), None),
+        },
+        Err(_) => (Err(type_mix_up(at)), None),
+    }
+}
+
+/// Takes the value out of an erased box.
+#[inline]
+fn unerase<T: 'static>(erased: Erased, at: &'static Location<'static>) -> Outcome<T> {
+    unerase_keep(erased, at).0
+}
+
+/// Erases `value`, into `reuse` when that box held the same type (no
+/// allocation).
+#[inline(always)]
+fn reerase<U: 'static>(reuse: Option<Erased>, value: U) -> Erased {
+    match reuse {
+        Some(mut reuse) if std::mem::size_of::<U>() != 0 => {
+            match reuse.downcast_mut::<Option<U>>() {
+                Some(slot) => {
+                    *slot = Some(value);
+                    reuse
+                }
+                None => erase(value),
+            }
+        }
+        _ => erase(value),
+    }
+}
+
+fn type_mix_up(at: &'static Location<'static>) -> Failure {
+    Failure::msg(format!(
+        "internal error: a Deferred created at {at} carried a value of an unexpected type"
+    ))
+}
+
+impl Chain {
+    fn new(created_at: &'static Location<'static>) -> Rc<Chain> {
+        Rc::new(Chain {
+            state: RefCell::new(ChainState {
+                result: None,
+                callbacks: Callbacks::default(),
+                waiting_on: None,
+                consumer: Consumer::Nobody,
+            }),
             fired: Cell::new(false),
+            scheduled: Cell::new(false),
             suppress_already_called: Cell::new(false),
             created_at,
             fired_at: Cell::new(None),
             canceller: RefCell::new(None),
-            upstream: RefCell::new(None),
         })
     }
 
@@ -265,9 +420,10 @@ impl<T: 'static> Slot<T> {
         }
     }
 
+    /// Fires the root.
     fn fire(
         self: &Rc<Self>,
-        outcome: Outcome<T>,
+        outcome: ErasedOutcome,
         at: &'static Location<'static>,
     ) -> Result<(), AlreadyCalled> {
         if self.fired.get() {
@@ -276,124 +432,222 @@ impl<T: 'static> Slot<T> {
             }
             return Err(self.already_called());
         }
-        self.set_result(outcome, Some(at));
+        self.fire_unchecked(outcome, at);
         Ok(())
     }
 
-    /// Stores the result and wakes its consumer. `at` is the fire location
-    /// for a root Deferred; links inherit their root's.
-    fn set_result(
-        self: &Rc<Self>,
-        mut outcome: Outcome<T>,
-        at: Option<&'static Location<'static>>,
-    ) {
+    fn fire_unchecked(self: &Rc<Self>, mut outcome: ErasedOutcome, at: &'static Location<'static>) {
         self.fired.set(true);
-        self.fired_at.set(at.or(self.fired_at.get()));
-        self.canceller.borrow_mut().take();
-        self.upstream.borrow_mut().take();
+        self.fired_at.set(Some(at));
+        let canceller = self.canceller.borrow_mut().take();
+        drop(canceller);
         if let Err(failure) = &mut outcome {
-            failure.note_locations(self.created_at, self.fired_at.get());
+            failure.note_locations(self.created_at, Some(at));
         }
-        *self.result.borrow_mut() = Some(outcome);
-        self.dispatch();
+        self.state.borrow_mut().result = Some(outcome);
+        self.wake();
     }
 
-    /// If both a result and a consumer are present, moves the result on: a
-    /// callback consumer runs from the chain queue (now, or right after the
-    /// current callback); a waker is only woken (the loop polls its task).
-    fn dispatch(self: &Rc<Self>) {
-        if !self.fired.get() || self.result.borrow().is_none() {
-            return;
+    /// Moves the result on if there is work: callbacks to run or a
+    /// consumer to hand it to.
+    fn wake(self: &Rc<Self>) {
+        let runnable = {
+            let state = self.state.borrow();
+            state.result.is_some()
+                && state.waiting_on.is_none()
+                && (!state.callbacks.is_empty()
+                    || matches!(state.consumer, Consumer::Waker(_) | Consumer::Outer(_)))
+        };
+        if runnable && !self.scheduled.replace(true) {
+            runner::schedule(Rc::clone(self) as Rc<dyn Job>);
         }
-        let waker = {
-            let mut consumer = self.consumer.borrow_mut();
-            match &*consumer {
-                Consumer::Callback(_) => None,
-                Consumer::Waker(_) => match std::mem::replace(&mut *consumer, Consumer::Nobody) {
-                    Consumer::Waker(w) => Some(w),
-                    _ => None,
-                },
-                Consumer::Nobody | Consumer::Done => return,
+    }
+
+    /// Runs callbacks until none is left, the chain waits on an inner
+    /// Deferred, or another chain became runnable (then this one is queued
+    /// again behind it); then hands a final result to the consumer. The
+    /// result is held here, not in the chain, while callbacks run.
+    fn run_callbacks(self: &Rc<Self>) {
+        let mut outcome = {
+            let mut state = self.state.borrow_mut();
+            match state.waiting_on {
+                Some(_) => None,
+                None => state.result.take(),
             }
         };
-        match waker {
-            // No borrow held: a waker may do anything.
-            Some(waker) => waker.wake(),
-            None => runner::schedule(Rc::clone(self) as Rc<dyn Job>),
+        while let Some(current) = outcome.take() {
+            let callback = self.state.borrow_mut().callbacks.pop_front();
+            let Some(callback) = callback else {
+                outcome = Some(current);
+                break;
+            };
+            match callback(current, self.created_at) {
+                Step::Now(next) => outcome = Some(next),
+                Step::Wait(inner) => match self.wait_on(inner) {
+                    Ok(()) => break,
+                    Err(failure) => outcome = Some(Err(failure)),
+                },
+            }
+            if runner::chains_queued() {
+                // Fairness: what this callback fired runs first.
+                self.state.borrow_mut().result = outcome;
+                runner::requeue(Rc::clone(self) as Rc<dyn Job>);
+                return;
+            }
+        }
+        if outcome.is_some() {
+            self.state.borrow_mut().result = outcome;
+        }
+        self.scheduled.set(false);
+        self.deliver();
+    }
+
+    /// Hands a final result (no callbacks left) to an outer chain or wakes
+    /// the task awaiting it.
+    fn deliver(self: &Rc<Self>) {
+        let handoff = {
+            let mut state = self.state.borrow_mut();
+            if state.result.is_none() || !state.callbacks.is_empty() || state.waiting_on.is_some() {
+                return;
+            }
+            match std::mem::replace(&mut state.consumer, Consumer::Nobody) {
+                Consumer::Outer(outer) => {
+                    state.consumer = Consumer::Done;
+                    state.result.take().map(|outcome| (outer, outcome))
+                }
+                Consumer::Waker(waker) => {
+                    drop(state);
+                    // No borrow held: a waker may do anything.
+                    waker.wake();
+                    return;
+                }
+                other => {
+                    state.consumer = other;
+                    None
+                }
+            }
+        };
+        if let Some((outer, outcome)) = handoff {
+            outer.resume(outcome);
         }
     }
 
-    fn take_result(&self) -> Option<Outcome<T>> {
-        if !matches!(
-            *self.consumer.borrow(),
-            Consumer::Nobody | Consumer::Waker(_)
-        ) {
-            return None;
+    /// An inner chain this one waited on has its result.
+    fn resume(self: &Rc<Self>, outcome: ErasedOutcome) {
+        {
+            let mut state = self.state.borrow_mut();
+            state.waiting_on = None;
+            state.result = Some(outcome);
         }
-        let outcome = self.result.borrow_mut().take()?;
-        *self.consumer.borrow_mut() = Consumer::Done;
-        Some(outcome)
+        self.wake();
+    }
+
+    /// Pauses this chain until `inner` has a result, which then moves here
+    /// (so a failure is logged, if at all, by the outer chain, never twice).
+    ///
+    /// An error (for the chain to go on with) when `inner` is this chain
+    /// or already has a consumer.
+    fn wait_on(self: &Rc<Self>, inner: Rc<Chain>) -> Result<(), Failure> {
+        if Rc::ptr_eq(self, &inner) {
+            return Err(Failure::msg(format!(
+                "a callback of the Deferred created at {} returned that same Deferred",
+                self.created_at
+            )));
+        }
+        let taken = {
+            let mut state = inner.state.borrow_mut();
+            match state.consumer {
+                Consumer::Nobody | Consumer::Waker(_) => {
+                    state.consumer = Consumer::Outer(Rc::clone(self));
+                    false
+                }
+                Consumer::Outer(_) | Consumer::Done => true,
+            }
+        };
+        if taken {
+            return Err(Failure::new(AlreadyConsumed {
+                created_at: inner.created_at,
+            }));
+        }
+        self.state.borrow_mut().waiting_on = Some(Rc::downgrade(&inner));
+        inner.wake();
+        Ok(())
+    }
+
+    /// Appends a callback, and runs it if the result is there.
+    fn push(self: &Rc<Self>, callback: Callback) {
+        {
+            let mut state = self.state.borrow_mut();
+            if matches!(state.consumer, Consumer::Done | Consumer::Outer(_)) {
+                // A second consumer: it gets a failure saying so.
+                state.consumer = Consumer::Nobody;
+                let already = AlreadyConsumed {
+                    created_at: self.created_at,
+                };
+                state.result = Some(Err(Failure::new(already)));
+            }
+            state.callbacks.push_back(callback);
+        }
+        if self.fired.get() {
+            self.wake();
+        }
+    }
+
+    /// The result at the tail, if it is there and nobody took it.
+    fn take_result<T: 'static>(&self) -> Option<Outcome<T>> {
+        let erased = {
+            let mut state = self.state.borrow_mut();
+            if !state.callbacks.is_empty()
+                || state.waiting_on.is_some()
+                || !matches!(state.consumer, Consumer::Nobody | Consumer::Waker(_))
+            {
+                return None;
+            }
+            let erased = state.result.take()?;
+            state.consumer = Consumer::Done;
+            erased
+        };
+        Some(erased.and_then(|value| unerase(value, self.created_at)))
+    }
+
+    /// Whether the result at the tail is there (fired, and no callback
+    /// left to run or inner Deferred to wait for).
+    fn tail_ready(&self) -> bool {
+        let state = self.state.borrow();
+        self.fired.get()
+            && state.callbacks.is_empty()
+            && state.waiting_on.is_none()
+            && !self.scheduled.get()
+            && (state.result.is_some() || matches!(state.consumer, Consumer::Done))
     }
 
     fn cancel(self: &Rc<Self>, at: &'static Location<'static>) {
         if self.fired.get() {
+            // Fired: cancel what the chain waits on, if anything (after the
+            // canceller of a Deferred that `chain_deferred` feeds).
+            let canceller = self.canceller.borrow_mut().take();
+            if let Some(canceller) = canceller {
+                canceller(self);
+            }
+            let inner = self
+                .state
+                .borrow()
+                .waiting_on
+                .as_ref()
+                .and_then(Weak::upgrade);
+            if let Some(inner) = inner {
+                inner.cancel(at);
+            }
             return;
         }
         let canceller = self.canceller.borrow_mut().take();
         if let Some(canceller) = canceller {
-            canceller(&Resolver {
-                slot: Rc::clone(self),
-            });
-        } else {
-            let upstream = self.upstream.borrow().as_ref().and_then(Weak::upgrade);
-            if let Some(upstream) = upstream {
-                // The upstream's outcome (Cancelled, or what its canceller
-                // fired) flows down to us through the chain.
-                upstream.cancel_dyn(at);
-                return;
-            }
+            canceller(self);
         }
         if !self.fired.get() {
             self.suppress_already_called.set(true);
-            self.set_result(Err(Failure::new(Cancelled)), Some(at));
+            self.fire_unchecked(Err(Failure::new(Cancelled)), at);
         }
-    }
-
-    /// Installs the consumer of this Deferred's result and runs it if the
-    /// result is there; if the result was already taken, fails `next`
-    /// instead.
-    fn set_consumer<U: 'static>(
-        self: &Rc<Self>,
-        callback: Box<dyn FnOnce(Outcome<T>, Option<&'static Location<'static>>)>,
-        next: &Rc<Slot<U>>,
-        at: &'static Location<'static>,
-    ) {
-        {
-            let mut consumer = self.consumer.borrow_mut();
-            if !matches!(*consumer, Consumer::Nobody | Consumer::Waker(_)) {
-                drop(consumer);
-                let already = AlreadyConsumed {
-                    created_at: self.created_at,
-                };
-                next.set_result(Err(Failure::new(already)), Some(at));
-                return;
-            }
-            *consumer = Consumer::Callback(callback);
-        }
-        self.dispatch();
-    }
-
-    /// Makes this (unfired) link fire with whatever `inner` fires with. The
-    /// inner result moves here, so a failure is logged (if at all) by the
-    /// outer chain, never twice.
-    fn wait_on(self: &Rc<Self>, inner: Rc<Slot<T>>, at: &'static Location<'static>) {
-        *self.upstream.borrow_mut() = Some(Rc::downgrade(&inner) as Weak<dyn Cancel>);
-        let target = Rc::clone(self);
-        inner.set_consumer(
-            Box::new(move |outcome, fired_at| target.set_result(outcome, fired_at)),
-            self,
-            at,
-        );
     }
 }
 
@@ -410,7 +664,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
-        self.slot.fire(Ok(value), Location::caller())
+        self.chain.fire(Ok(erase(value)), Location::caller())
     }
 
     /// Fires with a failure. A second fire is an [`AlreadyCalled`] error.
@@ -424,7 +678,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
-        self.slot.fire(Err(failure.into()), Location::caller())
+        self.chain.fire(Err(failure.into()), Location::caller())
     }
 
     /// Fires with a value or a failure.
@@ -438,7 +692,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn resolve(&self, outcome: Outcome<T>) -> Result<(), AlreadyCalled> {
-        self.slot.fire(outcome, Location::caller())
+        self.chain.fire(outcome.map(erase), Location::caller())
     }
 
     /// Whether the Deferred has fired (by this handle, a clone of it, or a
@@ -452,7 +706,7 @@ impl<T: 'static> Resolver<T> {
     /// assert!(r.called());
     /// ```
     pub fn called(&self) -> bool {
-        self.slot.fired.get()
+        self.chain.fired.get()
     }
 
     /// Where the Deferred was created.
@@ -464,15 +718,15 @@ impl<T: 'static> Resolver<T> {
     /// assert_eq!(r.created_at().file(), file!());
     /// ```
     pub fn created_at(&self) -> &'static Location<'static> {
-        self.slot.created_at
+        self.chain.created_at
     }
 }
 
 impl<T: 'static> fmt::Debug for Resolver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolver")
-            .field("created_at", &self.slot.created_at)
-            .field("called", &self.slot.fired.get())
+            .field("created_at", &self.chain.created_at)
+            .field("called", &self.chain.fired.get())
             .finish()
     }
 }
@@ -491,13 +745,8 @@ impl<T: 'static> Deferred<T> {
     /// ```
     #[track_caller]
     pub fn new() -> (Resolver<T>, Deferred<T>) {
-        let slot = Slot::new(Location::caller());
-        (
-            Resolver {
-                slot: Rc::clone(&slot),
-            },
-            Deferred { slot },
-        )
+        let chain = Chain::new(Location::caller());
+        (Resolver::of(&chain), Deferred::of(chain))
     }
 
     /// A Deferred whose [`cancel`](Self::cancel) calls `canceller` (once)
@@ -517,21 +766,18 @@ impl<T: 'static> Deferred<T> {
     pub fn with_canceller(
         canceller: impl FnOnce(&Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
-        let slot = Slot::new(Location::caller());
-        *slot.canceller.borrow_mut() = Some(Box::new(canceller));
-        (
-            Resolver {
-                slot: Rc::clone(&slot),
-            },
-            Deferred { slot },
-        )
+        let chain = Chain::new(Location::caller());
+        *chain.canceller.borrow_mut() = Some(Box::new(move |chain: &Rc<Chain>| {
+            canceller(&Resolver::of(chain));
+        }));
+        (Resolver::of(&chain), Deferred::of(chain))
     }
 
     /// A Deferred already fired with `outcome`, created and fired at `at`.
     fn fired(outcome: Outcome<T>, at: &'static Location<'static>) -> Deferred<T> {
-        let slot = Slot::new(at);
-        slot.set_result(outcome, Some(at));
-        Deferred { slot }
+        let chain = Chain::new(at);
+        chain.fire_unchecked(outcome.map(erase), at);
+        Deferred::of(chain)
     }
 
     /// Where this Deferred (or the first link of its chain) was created.
@@ -543,7 +789,7 @@ impl<T: 'static> Deferred<T> {
     /// assert_eq!(d.created_at().file(), file!());
     /// ```
     pub fn created_at(&self) -> &'static Location<'static> {
-        self.slot.created_at
+        self.chain.created_at
     }
 
     /// Whether it has fired.
@@ -556,7 +802,7 @@ impl<T: 'static> Deferred<T> {
     /// assert!(d.called());
     /// ```
     pub fn called(&self) -> bool {
-        self.slot.fired.get()
+        self.chain.tail_ready()
     }
 
     /// Takes the result if the Deferred has fired (for synchronous code and
@@ -575,7 +821,7 @@ impl<T: 'static> Deferred<T> {
     /// assert!(pending.take_result().is_none());
     /// ```
     pub fn take_result(&self) -> Option<Outcome<T>> {
-        self.slot.take_result()
+        self.chain.take_result()
     }
 
     /// Cancels the Deferred (Twisted's `Deferred.cancel`).
@@ -597,31 +843,28 @@ impl<T: 'static> Deferred<T> {
     /// ```
     #[track_caller]
     pub fn cancel(&self) {
-        self.slot.cancel(Location::caller());
+        self.chain.cancel(Location::caller());
     }
 
     /// The general link: `f` gets the outcome and returns the next step.
+    /// It runs under the chain's `catch_unwind` (one per run of the chain,
+    /// not one per callback).
     #[track_caller]
-    fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Step<U> + 'static) -> Deferred<U> {
-        let next: Rc<Slot<U>> = Slot::new(self.slot.created_at);
-        *next.upstream.borrow_mut() = Some(Rc::downgrade(&self.slot) as Weak<dyn Cancel>);
-        let target = Rc::clone(&next);
-        let at = Location::caller();
-        self.slot.set_consumer(
-            Box::new(move |outcome, fired_at| {
-                let step = match catch_unwind(AssertUnwindSafe(|| f(outcome))) {
-                    Ok(step) => step,
-                    Err(payload) => Step::Now(Err(Failure::new(Panicked::from_payload(&*payload)))),
+    fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Link<U> + 'static) -> Deferred<U> {
+        self.chain
+            .push(Box::new(move |outcome: ErasedOutcome, created_at| {
+                // Keep the value's box, to reuse it if the type stays the same.
+                let (outcome, reuse) = match outcome {
+                    Ok(erased) => unerase_keep::<T>(erased, created_at),
+                    Err(failure) => (Err(failure), None),
                 };
-                match step {
-                    Step::Now(outcome) => target.set_result(outcome, fired_at),
-                    Step::Wait(inner) => target.wait_on(inner.slot, at),
+                match f(outcome) {
+                    Link::Now(Ok(value)) => Step::Now(Ok(reerase(reuse, value))),
+                    Link::Now(Err(failure)) => Step::Now(Err(failure)),
+                    Link::Wait(inner) => Step::Wait(inner.chain),
                 }
-            }),
-            &next,
-            at,
-        );
-        Deferred { slot: next }
+            }));
+        Deferred::of(self.chain)
     }
 
     /// Adds a callback: `f` gets the value and returns the next link's
@@ -638,7 +881,7 @@ impl<T: 'static> Deferred<T> {
         self,
         f: impl FnOnce(T) -> Result<U, Failure> + 'static,
     ) -> Deferred<U> {
-        self.link(move |outcome| Step::Now(outcome.and_then(f)))
+        self.link(move |outcome| Link::Now(outcome.and_then(f)))
     }
 
     /// Adds an errback: `f` gets a failure and may recover (return `Ok`) or
@@ -655,7 +898,7 @@ impl<T: 'static> Deferred<T> {
         self,
         f: impl FnOnce(Failure) -> Result<T, Failure> + 'static,
     ) -> Deferred<T> {
-        self.link(move |outcome| Step::Now(outcome.or_else(f)))
+        self.link(move |outcome| Link::Now(outcome.or_else(f)))
     }
 
     /// Adds a callback and an errback at the same point of the chain (the
@@ -674,7 +917,7 @@ impl<T: 'static> Deferred<T> {
         on_failure: impl FnOnce(Failure) -> Result<U, Failure> + 'static,
     ) -> Deferred<U> {
         self.link(move |outcome| {
-            Step::Now(match outcome {
+            Link::Now(match outcome {
                 Ok(v) => on_value(v),
                 Err(f) => on_failure(f),
             })
@@ -694,7 +937,7 @@ impl<T: 'static> Deferred<T> {
         self,
         f: impl FnOnce(Outcome<T>) -> Outcome<U> + 'static,
     ) -> Deferred<U> {
-        self.link(move |outcome| Step::Now(f(outcome)))
+        self.link(move |outcome| Link::Now(f(outcome)))
     }
 
     /// Adds a callback that returns another Deferred; the chain waits for it
@@ -715,8 +958,8 @@ impl<T: 'static> Deferred<T> {
         f: impl FnOnce(T) -> Deferred<U> + 'static,
     ) -> Deferred<U> {
         self.link(move |outcome| match outcome {
-            Ok(v) => Step::Wait(f(v)),
-            Err(e) => Step::Now(Err(e)),
+            Ok(v) => Link::Wait(f(v)),
+            Err(e) => Link::Now(Err(e)),
         })
     }
 
@@ -734,8 +977,8 @@ impl<T: 'static> Deferred<T> {
         f: impl FnOnce(Failure) -> Deferred<T> + 'static,
     ) -> Deferred<T> {
         self.link(move |outcome| match outcome {
-            Ok(v) => Step::Now(Ok(v)),
-            Err(e) => Step::Wait(f(e)),
+            Ok(v) => Link::Now(Ok(v)),
+            Err(e) => Link::Wait(f(e)),
         })
     }
 
@@ -752,7 +995,7 @@ impl<T: 'static> Deferred<T> {
         self,
         f: impl FnOnce(Outcome<T>) -> Deferred<U> + 'static,
     ) -> Deferred<U> {
-        self.link(move |outcome| Step::Wait(f(outcome)))
+        self.link(move |outcome| Link::Wait(f(outcome)))
     }
 
     /// Sends this Deferred's result into the Deferred that `other` fires
@@ -771,9 +1014,16 @@ impl<T: 'static> Deferred<T> {
     #[track_caller]
     pub fn chain_deferred(self, other: &Resolver<T>) -> Result<(), AlreadyCalled> {
         if other.called() {
-            return Err(other.slot.already_called());
+            return Err(other.chain.already_called());
         }
-        other.slot.wait_on(self.slot, Location::caller());
+        // The other Deferred's root takes this one's result as its own.
+        let outer = &other.chain;
+        outer.fired.set(true);
+        outer.fired_at.set(Some(Location::caller()));
+        if let Err(failure) = outer.wait_on(self.chain) {
+            outer.state.borrow_mut().result = Some(Err(failure));
+            outer.wake();
+        }
         Ok(())
     }
 
@@ -797,12 +1047,12 @@ impl<T: 'static> Deferred<T> {
     #[track_caller]
     pub fn add_timeout(self, clock: &Clock, timeout: Duration) -> Deferred<T> {
         let timed_out = Rc::new(Cell::new(false));
-        let to_cancel = Rc::downgrade(&self.slot);
+        let to_cancel = Rc::downgrade(&self.chain);
         let flag = Rc::clone(&timed_out);
         let timer = clock.call_later(timeout, move || {
-            if let Some(slot) = to_cancel.upgrade() {
+            if let Some(chain) = to_cancel.upgrade() {
                 flag.set(true);
-                slot.cancel(Location::caller());
+                chain.cancel(Location::caller());
             }
         });
         self.add_both(move |outcome| {
@@ -815,7 +1065,8 @@ impl<T: 'static> Deferred<T> {
     }
 }
 
-enum Step<U: 'static> {
+/// What a typed link hands on: a result now, or a Deferred to wait for.
+enum Link<U: 'static> {
     Now(Outcome<U>),
     Wait(Deferred<U>),
 }
@@ -824,21 +1075,21 @@ impl<T: 'static> Future for Deferred<T> {
     type Output = Outcome<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T>> {
-        let slot = &self.slot;
-        if let Some(outcome) = slot.take_result() {
+        let chain = &self.chain;
+        if let Some(outcome) = chain.take_result() {
             return Poll::Ready(outcome);
         }
-        let mut consumer = slot.consumer.borrow_mut();
-        match &mut *consumer {
-            Consumer::Nobody => *consumer = Consumer::Waker(cx.waker().clone()),
+        let mut state = chain.state.borrow_mut();
+        match &mut state.consumer {
+            Consumer::Nobody => state.consumer = Consumer::Waker(cx.waker().clone()),
             Consumer::Waker(w) => {
                 if !w.will_wake(cx.waker()) {
                     *w = cx.waker().clone();
                 }
             }
-            Consumer::Callback(_) | Consumer::Done => {
+            Consumer::Outer(_) | Consumer::Done => {
                 return Poll::Ready(Err(Failure::new(AlreadyConsumed {
-                    created_at: slot.created_at,
+                    created_at: chain.created_at,
                 })))
             }
         }
@@ -849,8 +1100,8 @@ impl<T: 'static> Future for Deferred<T> {
 impl<T: 'static> fmt::Debug for Deferred<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deferred")
-            .field("created_at", &self.slot.created_at)
-            .field("called", &self.slot.fired.get())
+            .field("created_at", &self.chain.created_at)
+            .field("called", &self.chain.fired.get())
             .finish()
     }
 }

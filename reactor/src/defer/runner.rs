@@ -47,6 +47,9 @@ thread_local! {
     /// Deferred chain jobs, drained synchronously.
     static QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
     static DRAINING: Cell<bool> = const { Cell::new(false) };
+    /// How many chain jobs `QUEUE` holds (read on every callback, so kept
+    /// where it costs no borrow).
+    static QUEUED: Cell<usize> = const { Cell::new(0) };
     /// Tasks to poll, drained only by the loop or `run_pending`.
     static TASK_QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
     static POLLING_TASKS: Cell<bool> = const { Cell::new(false) };
@@ -93,7 +96,7 @@ pub(crate) fn drop_later(value: Box<dyn std::any::Any>) {
 /// Queues a Deferred chain job, and runs the chain queue unless it is
 /// already running further up the stack.
 pub(crate) fn schedule(job: Rc<dyn Job>) {
-    QUEUE.with(|q| q.borrow_mut().push_back(job));
+    requeue(job);
     drain();
 }
 
@@ -118,6 +121,7 @@ pub(crate) fn drain() {
     }
     let _reset = Reset;
     while let Some(job) = QUEUE.with(|q| q.borrow_mut().pop_front()) {
+        QUEUED.with(|n| n.set(n.get() - 1));
         job.run();
     }
 }
@@ -327,4 +331,17 @@ impl Wake for TaskWaker {
             self.remote.push(self.id);
         }
     }
+}
+
+/// Whether chain jobs are queued (a callback just made another chain
+/// runnable): the running chain then lets them go first.
+pub(crate) fn chains_queued() -> bool {
+    QUEUED.with(|n| n.get() > 0)
+}
+
+/// Queues a chain job again, behind what is queued, without draining (the
+/// caller runs inside the drain).
+pub(crate) fn requeue(job: Rc<dyn Job>) {
+    QUEUE.with(|q| q.borrow_mut().push_back(job));
+    QUEUED.with(|n| n.set(n.get() + 1));
 }

@@ -1207,3 +1207,48 @@ fn task_woken_inside_a_callback_runs_after_it_returns() {
     assert_eq!(*shared.borrow(), ["callback start", "callback end", "task"]);
     assert_eq!(value(&task), ());
 }
+
+/// A Deferred fired inside a callback runs right after that callback
+/// returns: before the firing chain's next callback, not at the end of it.
+#[test]
+fn deferred_fired_in_a_callback_runs_before_the_next_callback() {
+    let order: Log<&str> = Rc::default();
+    let (inner_r, inner) = Deferred::<()>::new();
+    let o = order.clone();
+    let inner_done = inner.add_callback(move |()| {
+        o.borrow_mut().push("inner");
+        Ok(())
+    });
+    let (outer_r, outer) = Deferred::<()>::new();
+    let o = order.clone();
+    let outer = outer.add_callback(move |()| {
+        o.borrow_mut().push("outer 1");
+        inner_r.callback(()).unwrap();
+        assert_eq!(*o.borrow(), ["outer 1"], "not inside the callback");
+        Ok(())
+    });
+    let o = order.clone();
+    let outer = outer.add_callback(move |()| {
+        o.borrow_mut().push("outer 2");
+        Ok(())
+    });
+    outer_r.callback(()).unwrap();
+    assert_eq!(*order.borrow(), ["outer 1", "inner", "outer 2"]);
+    assert!(outer.called() && inner_done.called());
+}
+
+/// A chain whose callbacks keep the value's type reuses one box for it:
+/// the result still comes out right through type changes and back.
+#[test]
+fn chains_that_change_type_and_back_carry_the_right_values() {
+    let (r, d) = Deferred::<u64>::new();
+    let d = d
+        .add_callback(|n| Ok(n + 1))
+        .add_callback(|n| Ok(n.to_string()))
+        .add_callback(|s| Ok(format!("{s}!")))
+        .add_callback(|s| Ok(s.len() as u64))
+        .add_callback(|n| Ok(n * 10))
+        .add_errback(|_| Ok(0));
+    r.callback(41).unwrap();
+    assert_eq!(value(&d), 30);
+}
