@@ -372,7 +372,10 @@ fn out_of_descriptors_new_clients_are_refused_with_a_line_and_the_episode_is_log
         herd.wait_log_count("accepting connections again", episode);
         assert_eq!(herd.log_count("out of resources"), episode);
         let (refused_in_episode, attempts) = recovery(&herd, episode);
-        assert!(refused_in_episode >= (1 + rest) as u64, "{refused_in_episode}");
+        assert!(
+            refused_in_episode >= (1 + rest) as u64,
+            "{refused_in_episode}"
+        );
         assert!(attempts >= 2, "{attempts} failed attempts");
         eprintln!(
             "episode {episode}: {} clients accepted under ulimit -n 64, {} refused \
@@ -455,9 +458,7 @@ fn flood_distinct_clients(clients: usize, connections: usize, max_store_bytes: u
             for i in 0..per_connection {
                 // Later clients have later times: the oldest are evicted.
                 let nanos = i * connections + k;
-                batch.push_str(&format!(
-                    "IAMAT c{k}.{i} {UCLA} {secs}.{nanos:09}\n"
-                ));
+                batch.push_str(&format!("IAMAT c{k}.{i} {UCLA} {secs}.{nanos:09}\n"));
                 if batch.len() > 60_000 {
                     writer.write_all(batch.as_bytes()).unwrap();
                     batch.clear();

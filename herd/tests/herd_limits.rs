@@ -13,8 +13,8 @@ use std::time::Duration;
 use gyre_herd::limits::{Rate, REFUSAL_PER_ADDRESS};
 use gyre_herd::places::PlacesAnswer;
 use gyre_herd::{HerdConfig, HerdServer, PlacesLookup, ServerLog, ServerOptions};
-use gyre_reactor::defer::{fail, Deferred, Failure};
 use gyre_reactor::clock::ManualClock;
+use gyre_reactor::defer::{fail, Deferred, Failure};
 use gyre_reactor::{ConnectionLost, Protocol, Reactor, Transport};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -140,7 +140,11 @@ impl Outside {
                 Err(e) => panic!("reading an answer: {e}"),
             }
         }
-        self.received.borrow().iter().filter(|&&b| b == b'\n').count()
+        self.received
+            .borrow()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
     }
 }
 
