@@ -14,6 +14,11 @@ use crate::pki::{self, HerdCa, PeerCredentials, PeerTls};
 use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
 use crate::server::{HerdServer, ServerOptions};
 
+mod limit_flags;
+mod values;
+
+pub use limit_flags::LimitOptions;
+
 /// The environment variable that may hold the Google Places API key.
 pub const API_KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
 
@@ -47,19 +52,18 @@ pub struct Options {
     /// `--insecure-peer-links`: accept unauthenticated peer links (warned
     /// about in the log).
     pub insecure_peer_links: bool,
-    /// `--max-connections N`: see [`ServerOptions::max_connections`](crate::ServerOptions::max_connections).
-    pub max_connections: Option<usize>,
-    /// `--max-connections-per-address N`: see
-    /// [`ServerOptions::max_connections_per_address`](crate::ServerOptions::max_connections_per_address).
-    pub max_connections_per_address: Option<usize>,
+    /// The limit options (`--max-store-bytes SIZE`, `--iamat-rate RATE`,
+    /// ...): one per limit of the herd README's Limits table, listed with
+    /// their defaults by [`usage`].
+    pub limits: LimitOptions,
 }
 
-/// The usage text.
+/// The head of the usage text; [`usage`] adds the limit options.
 pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
-            [--log-max-bytes N] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
-            [--max-connections N] [--max-connections-per-address N]
+            [--log-max-bytes SIZE] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
+            [LIMIT OPTIONS, below]
        herd pki init DIR [--config FILE]
        herd pki add NAME --dir DIR
 
@@ -77,13 +81,19 @@ A herd of separate processes (--server NAME) needs the files of
 server; `herd pki add NAME --dir DIR` adds one) and --peer-tls DIR; without
 them --server refuses to start unless --insecure-peer-links is given.";
 
+/// The whole usage text: [`USAGE`], then each limit option with its
+/// default.
+pub fn usage() -> String {
+    format!("{USAGE}\n\n{}", limit_flags::usage())
+}
+
 /// A command line that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\n\n{USAGE}", self.0)
+        write!(f, "{}\n\n{}", self.0, usage())
     }
 }
 
@@ -139,24 +149,20 @@ impl Options {
             match name.as_str() {
                 "--log-max-bytes" => {
                     let value = value_of(&name, inline, &mut args)?;
-                    options.log_max_bytes = Some(number_of(&name, &value)?);
+                    options.log_max_bytes = Some(values::size(&name, &value, 1)?);
                     continue;
                 }
                 "--log-keep" => {
                     let value = value_of(&name, inline, &mut args)?;
-                    options.log_keep = Some(number_of(&name, &value)?);
-                    continue;
-                }
-                "--max-connections" | "--max-connections-per-address" => {
-                    let value = value_of(&name, inline, &mut args)?;
-                    let n = Some(number_of(&name, &value)?);
-                    match name.as_str() {
-                        "--max-connections" => options.max_connections = n,
-                        _ => options.max_connections_per_address = n,
-                    }
+                    options.log_keep = Some(values::count(&name, &value, 0)?);
                     continue;
                 }
                 _ => {}
+            }
+            if let Some(flag) = limit_flags::find(&name) {
+                let value = value_of(&name, inline, &mut args)?;
+                flag.apply(&mut options.limits, &value)?;
+                continue;
             }
             let slot: &mut Option<String> = match name.as_str() {
                 "--server" => &mut options.server,
@@ -304,12 +310,6 @@ fn value_of(
     }
 }
 
-fn number_of<N: std::str::FromStr>(name: &str, value: &str) -> Result<N, UsageError> {
-    value
-        .parse()
-        .map_err(|_| UsageError(format!("{name} needs a whole number, not {value:?}")))
-}
-
 /// Reads the API key: the key file if given, else the environment variable.
 /// Surrounding whitespace is dropped; an empty key counts as none.
 fn api_key(options: &Options) -> Result<Option<String>, Box<dyn Error>> {
@@ -358,7 +358,11 @@ pub fn start(
     };
     let mut local_service = None;
     let places_config = if api == PlacesApi::Local && options.places_url.is_none() {
-        let service = LocalPlacesService::start(reactor, "127.0.0.1:0".parse()?)?;
+        let service = LocalPlacesService::start_with(
+            reactor,
+            "127.0.0.1:0".parse()?,
+            options.limits.local_places_options(),
+        )?;
         println!("places: local service at {}", service.url());
         let config = service.client_config();
         local_service = Some(service);
@@ -372,6 +376,7 @@ pub fn start(
             ..PlacesConfig::default()
         }
     };
+    let places_config = options.limits.places_config(places_config);
     let places = PlacesClient::new(reactor, places_config)?;
     println!("places: {} back-end at {}", api.name(), places.endpoint());
     let log_dir = options
@@ -414,15 +419,10 @@ fn start_server(
     options: &Options,
     peer_tls: PeerTls,
 ) -> std::io::Result<HerdServer> {
-    let defaults = ServerOptions::default();
-    let server_options = ServerOptions {
+    let server_options = options.limits.server_options(ServerOptions {
         peer_tls,
-        max_connections: options.max_connections.unwrap_or(defaults.max_connections),
-        max_connections_per_address: options
-            .max_connections_per_address
-            .unwrap_or(defaults.max_connections_per_address),
-        ..defaults
-    };
+        ..ServerOptions::default()
+    });
     let server = HerdServer::bind(reactor, name, config, places.clone(), log, server_options)?;
     if let Err(e) = server.connect_neighbours(config) {
         server.stop();
@@ -441,7 +441,7 @@ pub fn main() {
         if e.downcast_ref::<UsageError>()
             .is_some_and(UsageError::is_help)
         {
-            println!("{USAGE}");
+            println!("{}", usage());
             return;
         }
         eprintln!("herd: {e}");
@@ -499,6 +499,12 @@ mod tests {
             "--log-max-bytes=1048576",
             "--log-keep",
             "2",
+            "--max-store-bytes=64MiB",
+            "--iamat-rate",
+            "1000/5000",
+            "--client-idle-timeout=500ms",
+            "--local-places-max-connections",
+            "8",
         ])
         .unwrap();
         assert_eq!(o.config, Some(PathBuf::from("h.json")));
@@ -510,6 +516,33 @@ mod tests {
         assert_eq!(o.log_dir, Some(PathBuf::from("out")));
         assert_eq!(o.log_max_bytes, Some(1_048_576));
         assert_eq!(o.log_keep, Some(2));
+        assert_eq!(o.limits.max_store_bytes, Some(64 << 20));
+        assert_eq!(
+            o.limits.iamat_rate,
+            Some(crate::limits::Rate {
+                per_second: 1000,
+                burst: 5000
+            })
+        );
+        assert_eq!(
+            o.limits.client_idle_timeout,
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(o.limits.local_places_max_connections, Some(8));
+    }
+
+    #[test]
+    fn help_lists_every_limit_with_its_default() {
+        let err = Options::parse(["--help"]).unwrap_err();
+        assert!(err.is_help());
+        let help = usage();
+        assert!(help.starts_with(USAGE));
+        assert!(help.contains("--max-store-bytes SIZE"), "{help}");
+        assert!(help.contains("[256MiB]"), "{help}");
+        assert!(help.contains("--iamat-rate RATE"), "{help}");
+        assert!(help.contains("[50/200]"), "{help}");
+        assert!(help.contains("--client-idle-timeout TIME"), "{help}");
+        assert!(help.contains("[2m]"), "{help}");
     }
 
     #[test]
@@ -520,6 +553,14 @@ mod tests {
             vec!["--places-api", "bing"],
             vec!["--log-max-bytes", "lots"],
             vec!["--log-keep", "-1"],
+            vec!["--log-max-bytes", "0"],
+            vec!["--max-store-bytes", "64MB"],
+            vec!["--max-store-bytes"],
+            vec!["--max-connections=0"],
+            vec!["--iamat-rate", "5/0"],
+            vec!["--new-client-rate", "fast"],
+            vec!["--client-idle-timeout", "0"],
+            vec!["--places-cache-ttl", "1.5s"],
             vec!["positional"],
             vec!["--help"],
         ] {

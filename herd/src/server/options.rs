@@ -12,7 +12,7 @@ use crate::limits::{
     Rate, DEFAULT_IAMAT_RATE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_NEW_CLIENT_RATE, DEFAULT_RATE_TABLE_SIZE,
 };
-use crate::pki::PeerTls;
+use crate::pki::{PeerTls, PEER_HANDSHAKE_TIMEOUT};
 #[cfg(doc)]
 use crate::store::Store;
 
@@ -85,6 +85,11 @@ pub struct ServerOptions {
     /// [`PeerTls::InProcess`]: mutual TLS with a CA made in memory for this
     /// process). See [`PeerTls`] and the herd README's Security section.
     pub peer_tls: PeerTls,
+    /// How long a neighbour that dialled in has to finish a link's TLS
+    /// handshake once it started it (after its `PEER` line), default
+    /// [`PEER_HANDSHAKE_TIMEOUT`] (10 s); then the connection is dropped
+    /// and logged.
+    pub peer_handshake_timeout: Duration,
     /// The most connections accepted and open at once, clients and
     /// neighbours that dialled in (default
     /// [`DEFAULT_MAX_CONNECTIONS`],
@@ -138,6 +143,7 @@ impl Default for ServerOptions {
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
             peer_tls: PeerTls::default(),
+            peer_handshake_timeout: PEER_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             iamat_rate: DEFAULT_IAMAT_RATE,
@@ -160,6 +166,7 @@ impl fmt::Debug for ServerOptions {
             .field("max_time_ahead", &self.max_time_ahead)
             .field("client_idle_timeout", &self.client_idle_timeout)
             .field("peer_tls", &self.peer_tls)
+            .field("peer_handshake_timeout", &self.peer_handshake_timeout)
             .field("max_connections", &self.max_connections)
             .field(
                 "max_connections_per_address",

@@ -20,7 +20,6 @@ use super::peering::{HerdProtocol, PeerLinks};
 use crate::limits::{Admission, ConnectionLimits, RateLimiter, REFUSAL_PER_ADDRESS};
 use crate::links::Links;
 use crate::log::ServerLog;
-use crate::pki::PEER_HANDSHAKE_TIMEOUT;
 use crate::store::Store;
 
 /// The accept factory's strong reference to its server (emptied by `stop`,
@@ -186,7 +185,7 @@ impl Server {
             .with_max_length(max);
         StartTls::new(lines)
             .with_reactor(&self.reactor)
-            .with_handshake_timeout(PEER_HANDSHAKE_TIMEOUT)
+            .with_handshake_timeout(self.options.peer_handshake_timeout)
     }
 
     pub(super) fn connection_made(&self, conn: &Rc<Conn>) {
