@@ -74,6 +74,7 @@ mod connector;
 mod core;
 pub mod defer;
 mod factory;
+pub mod fd;
 mod listener;
 mod perturb;
 mod protocol;
@@ -83,6 +84,7 @@ mod tcp;
 pub mod testing;
 mod threads;
 mod transport;
+pub mod udp;
 
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
@@ -90,6 +92,7 @@ pub use crate::core::{
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
+pub use fd::{FdHandler, FdInterest, FdWatch, WatchEnded, WatchError};
 pub use listener::{
     ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
     DEFAULT_EXHAUSTION_BACKOFF_MAX,
@@ -97,6 +100,10 @@ pub use listener::{
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};
+pub use udp::{
+    DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,
+    DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_DATAGRAMS,
+};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
 };
