@@ -109,7 +109,7 @@ use std::rc::{Rc, Weak};
 
 use mio::unix::SourceFd;
 
-use crate::core::{guard, EventSource, Inner, Readiness, Reactor, SlotKind};
+use crate::core::{guard, EventSource, Inner, Reactor, Readiness, SlotKind};
 
 /// Which readiness a watched descriptor reports: what [`FdHandler`]
 /// callbacks the loop makes.
@@ -644,9 +644,10 @@ impl<S: 'static> Watched<S> {
                 let _ = guard(format_args!("watch_ended of fd {}", self.fd), || {
                     handler.watch_ended(source, reason)
                 });
-                let _ = guard(format_args!("dropping the handler of fd {}", self.fd), || {
-                    drop(handler)
-                });
+                let _ = guard(
+                    format_args!("dropping the handler of fd {}", self.fd),
+                    || drop(handler),
+                );
             }
             None => drop(source),
         }
@@ -656,9 +657,10 @@ impl<S: 'static> Watched<S> {
     /// the user), outside any borrow: its destructor is user code.
     fn drop_handler(&self) {
         let handler = self.handler.borrow_mut().take();
-        let _ = guard(format_args!("dropping the handler of fd {}", self.fd), || {
-            drop(handler)
-        });
+        let _ = guard(
+            format_args!("dropping the handler of fd {}", self.fd),
+            || drop(handler),
+        );
     }
 
     /// Runs one callback with the source lent; a panic ends the watch.
@@ -678,12 +680,13 @@ impl<S: 'static> Watched<S> {
             Direction::Read => "readable",
             Direction::Write => "writable",
         };
-        let outcome = guard(format_args!("{what} callback of fd {}", self.fd), || {
-            match direction {
+        let outcome = guard(
+            format_args!("{what} callback of fd {}", self.fd),
+            || match direction {
                 Direction::Read => handler.readable(&mut source, &watch),
                 Direction::Write => handler.writable(&mut source, &watch),
-            }
-        });
+            },
+        );
         // Put the handler back before the loan ends: a removal during the
         // callback hands the source to it.
         *self.handler.borrow_mut() = Some(handler);
@@ -700,7 +703,10 @@ impl<S: 'static> Watched<S> {
                     }
                 }
                 self.close_registration();
-                log::warn!("fd {} no longer watched: its {what} callback panicked", self.fd);
+                log::warn!(
+                    "fd {} no longer watched: its {what} callback panicked",
+                    self.fd
+                );
                 self.end_loan(source, Handback::Now);
             }
         }
@@ -718,10 +724,7 @@ impl<S: 'static> EventSource for Watched<S> {
         }
         // Checked again: the read callback may have removed the watch or
         // switched writing off.
-        if self.is_active()
-            && self.interest.get().is_write()
-            && (event.writable || trouble)
-        {
+        if self.is_active() && self.interest.get().is_write() && (event.writable || trouble) {
             me.call(Direction::Write);
         }
     }

@@ -91,7 +91,7 @@ use std::rc::{Rc, Weak};
 
 use socket2::{Domain, SockRef, Socket, Type};
 
-use crate::core::{guard, EventSource, Inner, Readiness, Reactor, SlotKind};
+use crate::core::{guard, EventSource, Inner, Reactor, Readiness, SlotKind};
 use crate::defer::{succeed, Deferred, Resolver};
 
 /// The default largest datagram a port delivers
@@ -862,7 +862,9 @@ impl UdpPort {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn broadcast(&self) -> io::Result<bool> {
-        self.live().ok_or_else(closed)?.with_socket(|s| s.broadcast())
+        self.live()
+            .ok_or_else(closed)?
+            .with_socket(|s| s.broadcast())
     }
 
     /// Stops listening (Twisted's `stopListening`): the socket is closed at
@@ -1329,18 +1331,20 @@ impl Port {
                             self.local
                         );
                     }
-                    let _ = self.call_protocol(format_args!("datagram_truncated from {from}"), |p| {
-                        p.datagram_truncated(from, limit)
-                    });
+                    let _ = self
+                        .call_protocol(format_args!("datagram_truncated from {from}"), |p| {
+                            p.datagram_truncated(from, limit)
+                        });
                 }
                 Ok((n, from)) => {
                     all_failed = false;
                     self.count(|s| s.received += 1);
                     let data = &buf[..n];
                     // A panic costs only this datagram (logged by the guard).
-                    let _ = self.call_protocol(format_args!("datagram_received from {from}"), |p| {
-                        p.datagram_received(data, from)
-                    });
+                    let _ = self
+                        .call_protocol(format_args!("datagram_received from {from}"), |p| {
+                            p.datagram_received(data, from)
+                        });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1520,5 +1524,77 @@ impl Reactor {
             )));
         }
         Ok(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The send queue, which loopback cannot fill on demand (the kernel
+    //! hands a loopback datagram to the receiver, or drops it, at once):
+    //! datagrams are queued as a full kernel buffer would, then flushed by
+    //! the real writable event.
+
+    use super::*;
+    use std::time::Duration;
+
+    struct Ignore;
+    impl DatagramProtocol for Ignore {
+        fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+    }
+
+    #[test]
+    fn a_full_send_queue_drops_counts_and_drains_in_order() {
+        let reactor = Reactor::builder()
+            .install_signal_handlers(false)
+            .build()
+            .unwrap();
+        let options = UdpOptions::new().send_queue(2, 1000);
+        let handle = reactor
+            .listen_udp_with("127.0.0.1:0".parse().unwrap(), Ignore, options)
+            .unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let to = Target::To(peer.local_addr().unwrap());
+        let port = handle.port.upgrade().unwrap();
+
+        // As if the kernel had said WouldBlock twice.
+        assert_eq!(port.enqueue(b"first", to), Sent::Queued);
+        assert!(port.registered.get() == Registered::ReadWrite);
+        assert_eq!(port.enqueue(b"second", to), Sent::Queued);
+        // Full by count: dropped, and a write goes behind the queue too.
+        assert_eq!(port.enqueue(b"third", to), Sent::Dropped);
+        let addr = peer.local_addr().unwrap();
+        assert_eq!(handle.write_to(b"fourth", addr).unwrap(), Sent::Dropped);
+        assert_eq!(handle.stats().dropped, 2);
+        assert_eq!(handle.stats().queued, 2);
+
+        // The writable event flushes the queue, in order.
+        assert!(reactor
+            .run_until(|| handle.stats().queued == 0, Duration::from_secs(20))
+            .unwrap());
+        assert!(port.registered.get() == Registered::Read);
+        let mut buf = [0u8; 16];
+        for expected in [&b"first"[..], b"second"] {
+            let n = peer.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], expected);
+        }
+        assert_eq!(handle.stats().sent, 2);
+
+        // Drained: writes go straight to the kernel again.
+        assert_eq!(handle.write_to(b"fifth", addr).unwrap(), Sent::Now);
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"fifth");
+
+        // Full by bytes.
+        assert_eq!(port.enqueue(&[0u8; 600], to), Sent::Queued);
+        assert_eq!(port.enqueue(&[0u8; 600], to), Sent::Dropped);
+        assert_eq!(handle.stats().dropped, 3);
+
+        // Stopping gives queued datagrams one last try.
+        drop(handle.stop_listening());
+        assert_eq!(handle.stats().queued, 0);
+        let mut big = [0u8; 1024];
+        assert_eq!(peer.recv(&mut big).unwrap(), 600);
     }
 }
