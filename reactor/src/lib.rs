@@ -2,6 +2,11 @@
 //!
 //! - [`Reactor`]: the event loop: TCP listen and connect, timers, threads,
 //!   signals, life-cycle triggers.
+//! - [`udp`]: UDP ports ([`Reactor::listen_udp`], [`DatagramProtocol`],
+//!   [`UdpPort`]): datagrams delivered whole, bounded send queues,
+//!   connected UDP, multicast.
+//! - [`fd`]: your own descriptors in the loop ([`Reactor::watch_fd`],
+//!   [`FdHandler`], [`FdWatch`]; Twisted's `addReader`/`addWriter`).
 //! - [`Protocol`], [`Factory`], [`ClientFactory`], [`Transport`]: the
 //!   connection model.
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
@@ -54,6 +59,15 @@
 //! - **Reading stops at `lose_connection`.** Later input is discarded.
 //! - **A reset after EOF is noticed**: it closes the connection with the
 //!   error.
+//! - **A descriptor of your own is edge-triggered too**: a
+//!   [`FdHandler`] reads or writes until `WouldBlock` (or calls
+//!   [`FdWatch::rearm`]), and removal is safe from anywhere, its own
+//!   callbacks included. See [`fd`]; tested in `reactor/tests/own_fd.rs`.
+//! - **A datagram is delivered whole or not at all**: one larger than the
+//!   port's limit is reported
+//!   ([`DatagramProtocol::datagram_truncated`]), never cut; a UDP write
+//!   never blocks (bounded send queue, drops counted and logged). See
+//!   [`udp`]; tested in `reactor/tests/udp.rs`.
 //! - **A panic in user code costs only what it was handling**: one guard
 //!   catches it at every dispatch boundary (protocol, factory, producer,
 //!   timer, `call_soon`, trigger, thread callback) and logs it with what the

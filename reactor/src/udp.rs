@@ -1240,6 +1240,9 @@ impl Port {
 
     /// Sends what waits in the queue, from the loop (writable).
     fn flush(&self) {
+        if !self.is_open() {
+            return;
+        }
         let mut refused = false;
         let mut sent = 0u64;
         let mut failed = 0u64;
@@ -1255,7 +1258,6 @@ impl Port {
             match result {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break false,
                 outcome => {
                     if let Some((data, _)) = queue.datagrams.pop_front() {
                         queue.bytes -= data.len();
