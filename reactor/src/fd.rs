@@ -113,6 +113,14 @@ use crate::core::{guard, EventSource, Inner, Reactor, Readiness, SlotKind};
 
 /// Which readiness a watched descriptor reports: what [`FdHandler`]
 /// callbacks the loop makes.
+///
+/// ```
+/// use gyre_reactor::FdInterest;
+///
+/// let interest = FdInterest::Read.with_write(true);
+/// assert_eq!(interest, FdInterest::ReadWrite);
+/// assert!(interest.is_read() && interest.is_write());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FdInterest {
     /// Neither: the descriptor is deregistered from the poller (the
@@ -193,6 +201,12 @@ impl FdInterest {
 
 /// Why a watch ended other than by [`FdWatch::remove`] handing the source
 /// back; given to [`FdHandler::watch_ended`] with the source.
+///
+/// ```
+/// use gyre_reactor::WatchEnded;
+///
+/// assert_eq!(WatchEnded::Shutdown.to_string(), "the reactor shut down");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WatchEnded {
@@ -316,16 +330,57 @@ pub struct WatchError<S> {
 
 impl<S> WatchError<S> {
     /// Why registering failed.
+    ///
+    /// ```
+    /// # use std::fs::File;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Nothing;
+    /// # impl FdHandler<File> for Nothing {}
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let failed = reactor
+    ///     .watch_fd(File::open("Cargo.toml")?, FdInterest::Read, Nothing)
+    ///     .unwrap_err();
+    /// assert_eq!(failed.error().kind(), std::io::ErrorKind::PermissionDenied);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn error(&self) -> &io::Error {
         &self.error
     }
 
     /// The source, given back.
+    ///
+    /// ```
+    /// # use std::fs::File;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Nothing;
+    /// # impl FdHandler<File> for Nothing {}
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let failed = reactor
+    ///     .watch_fd(File::open("Cargo.toml")?, FdInterest::Read, Nothing)
+    ///     .unwrap_err();
+    /// let file: File = failed.into_source();
+    /// # drop(file);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn into_source(self) -> S {
         self.source
     }
 
     /// The error and the source.
+    ///
+    /// ```
+    /// # use std::fs::File;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Nothing;
+    /// # impl FdHandler<File> for Nothing {}
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let failed = reactor
+    ///     .watch_fd(File::open("Cargo.toml")?, FdInterest::Read, Nothing)
+    ///     .unwrap_err();
+    /// let (error, _file) = failed.into_parts();
+    /// assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn into_parts(self) -> (io::Error, S) {
         (self.error, self.source)
     }
@@ -436,18 +491,70 @@ fn ended() -> io::Error {
 
 impl<S: 'static> FdWatch<S> {
     /// The watched descriptor's number (as it was when watched).
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// use std::os::unix::io::AsRawFd;
+    /// let fd = ours.as_raw_fd();
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// assert_eq!(watch.raw_fd(), fd);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn raw_fd(&self) -> RawFd {
         self.fd
     }
 
     /// Whether the watch is active: not removed, and not ended by a panic
     /// or shutdown.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// assert!(watch.is_watching());
+    /// let _ours = watch.remove();
+    /// assert!(!watch.is_watching());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_watching(&self) -> bool {
         self.live().is_some()
     }
 
     /// The interest registered now ([`FdInterest::None`] once the watch
     /// has ended).
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// assert_eq!(watch.interest(), FdInterest::Read);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn interest(&self) -> FdInterest {
         self.live()
             .map(|w| w.interest.get())
@@ -458,12 +565,48 @@ impl<S: 'static> FdWatch<S> {
     /// that is already ready brings its callback on the next iteration.
     /// An error if the watch has ended or the poller refused (then the old
     /// interest stays).
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// watch.set_interest(FdInterest::ReadWrite)?;
+    /// assert_eq!(watch.interest(), FdInterest::ReadWrite);
+    /// watch.set_interest(FdInterest::None)?; // deregistered, still held
+    /// assert!(watch.is_watching());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_interest(&self, interest: FdInterest) -> io::Result<()> {
         self.live().ok_or_else(ended)?.set_interest(interest)
     }
 
     /// Switches reading on or off (Twisted's `addReader`/`removeReader`),
     /// leaving writing as it is.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::ReadWrite, Quiet)?;
+    /// watch.want_read(false)?;
+    /// assert_eq!(watch.interest(), FdInterest::Write);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn want_read(&self, read: bool) -> io::Result<()> {
         let watched = self.live().ok_or_else(ended)?;
         let interest = watched.interest.get().with_read(read);
@@ -472,6 +615,23 @@ impl<S: 'static> FdWatch<S> {
 
     /// Switches writing on or off (Twisted's `addWriter`/`removeWriter`),
     /// leaving reading as it is.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// watch.want_write(true)?;
+    /// assert_eq!(watch.interest(), FdInterest::ReadWrite);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn want_write(&self, write: bool) -> io::Result<()> {
         let watched = self.live().ok_or_else(ended)?;
         let interest = watched.interest.get().with_write(write);
@@ -483,6 +643,22 @@ impl<S: 'static> FdWatch<S> {
     /// on purpose, so that it is called again on a later iteration if
     /// there is still something to do. Costs one system call; does
     /// nothing when the interest is [`FdInterest::None`].
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// watch.rearm()?; // typically from a callback that stopped early
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rearm(&self) -> io::Result<()> {
         let watched = self.live().ok_or_else(ended)?;
         let interest = watched.interest.get();
@@ -496,6 +672,24 @@ impl<S: 'static> FdWatch<S> {
     /// the source goes to [`FdHandler::watch_ended`] from the loop. A
     /// panic in `f` is not caught (it is the caller's own code): the
     /// source is put back first.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// use std::io::Write;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// let wrote = watch.with_source(|stream| stream.write(b"hi")).expect("not lent")?;
+    /// assert_eq!(wrote, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_source<R>(&self, f: impl FnOnce(&mut S) -> R) -> Option<R> {
         let watched = self.live()?;
         let mut source = watched.lend()?;
@@ -516,6 +710,25 @@ impl<S: 'static> FdWatch<S> {
     /// `with_source`): then the watch still ends at once, and the source
     /// goes to [`FdHandler::watch_ended`] with [`WatchEnded::Removed`]
     /// when the loan ends.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use gyre_reactor::{FdHandler, FdInterest, FdWatch, Reactor};
+    /// # struct Quiet;
+    /// # impl FdHandler<UnixStream> for Quiet {
+    /// #     fn readable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// #     fn writable(&mut self, _: &mut UnixStream, _: &FdWatch<UnixStream>) {}
+    /// # }
+    /// # let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// # let (ours, _theirs) = UnixStream::pair()?;
+    /// # ours.set_nonblocking(true)?;
+    /// use std::io::Write;
+    /// let watch = reactor.watch_fd(ours, FdInterest::Read, Quiet)?;
+    /// let mut ours = watch.remove().expect("handed back");
+    /// ours.write_all(b"mine again")?;
+    /// assert!(watch.remove().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove(&self) -> Option<S> {
         let watched = self.live()?;
         let source = watched.end(WatchEnded::Removed)?;

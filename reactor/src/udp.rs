@@ -280,6 +280,25 @@ impl UdpOptions {
 }
 
 /// What [`UdpPort::write_to`] did with a datagram.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use gyre_reactor::{DatagramProtocol, Reactor, Sent};
+///
+/// struct Ignore;
+/// impl DatagramProtocol for Ignore {
+///     fn datagram_received(&mut self, _: &[u8], _: SocketAddr) {}
+/// }
+///
+/// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+/// let port = reactor.listen_udp("127.0.0.1:0".parse()?, Ignore)?;
+/// match port.write_to(b"hello", port.local_addr())? {
+///     Sent::Now | Sent::Queued => {}
+///     Sent::Dropped => eprintln!("the send queue is full"),
+///     _ => {}
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Sent {
