@@ -431,3 +431,41 @@ fn shutdown_stops_ports_and_calls_stop_protocol() {
     assert!(!port.is_listening());
     assert_eq!(heard.borrow().stopped, 1);
 }
+
+#[test]
+fn ipv6_echo_round_trip_and_hop_limits() {
+    let v6_loopback: SocketAddr = "[::1]:0".parse().unwrap();
+    if let Err(e) = UdpSocket::bind(v6_loopback) {
+        // A kernel without IPv6 on loopback: nothing to test here.
+        eprintln!("skipping: cannot bind [::1]: {e}");
+        return;
+    }
+    let reactor = reactor();
+    let (server_protocol, server_heard) = recorder(true);
+    let server = reactor.listen_udp(v6_loopback, server_protocol).unwrap();
+    let (client_protocol, client_heard) = recorder(false);
+    let client = reactor.listen_udp(v6_loopback, client_protocol).unwrap();
+    client.write_to(b"over six", server.local_addr()).unwrap();
+    wait(&reactor, "the IPv6 echo", || {
+        client_heard.borrow().datagrams.len() == 1
+    });
+    assert_eq!(
+        client_heard.borrow().datagrams[0],
+        (b"over six".to_vec(), server.local_addr())
+    );
+    assert_eq!(server_heard.borrow().datagrams.len(), 1);
+
+    // The hop limits, and an IPv4 destination refused by family.
+    client.set_ttl(9).unwrap();
+    assert_eq!(client.ttl().unwrap(), 9);
+    client.set_multicast_ttl(3).unwrap();
+    assert_eq!(client.multicast_ttl().unwrap(), 3);
+    let v4 = client
+        .write_to(b"x", "127.0.0.1:9".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(v4.kind(), io::ErrorKind::InvalidInput);
+    let v4_only = client
+        .join_group(Ipv4Addr::new(239, 255, 0, 1), Ipv4Addr::LOCALHOST)
+        .unwrap_err();
+    assert_eq!(v4_only.kind(), io::ErrorKind::InvalidInput);
+}
