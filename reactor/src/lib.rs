@@ -2,6 +2,11 @@
 //!
 //! - [`Reactor`]: the event loop: TCP listen and connect, timers, threads,
 //!   signals, life-cycle triggers.
+//! - [`udp`]: UDP ports ([`Reactor::listen_udp`], [`DatagramProtocol`],
+//!   [`UdpPort`]): datagrams delivered whole, bounded send queues,
+//!   connected UDP, multicast.
+//! - [`fd`]: your own descriptors in the loop ([`Reactor::watch_fd`],
+//!   [`FdHandler`], [`FdWatch`]; Twisted's `addReader`/`addWriter`).
 //! - [`Protocol`], [`Factory`], [`ClientFactory`], [`Transport`]: the
 //!   connection model.
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
@@ -58,6 +63,15 @@
 //!   what was sent.
 //! - **A reset after EOF is noticed**: it closes the connection with the
 //!   error.
+//! - **A descriptor of your own is edge-triggered too**: a
+//!   [`FdHandler`] reads or writes until `WouldBlock` (or calls
+//!   [`FdWatch::rearm`]), and removal is safe from anywhere, its own
+//!   callbacks included. See [`fd`]; tested in `reactor/tests/own_fd.rs`.
+//! - **A datagram is delivered whole or not at all**: one larger than the
+//!   port's limit is reported
+//!   ([`DatagramProtocol::datagram_truncated`]), never cut; a UDP write
+//!   never blocks (bounded send queue, drops counted and logged). See
+//!   [`udp`]; tested in `reactor/tests/udp.rs`.
 //! - **A panic in user code costs only what it was handling**: one guard
 //!   catches it at every dispatch boundary (protocol, factory, producer,
 //!   timer, `call_soon`, trigger, thread callback) and logs it with what the
@@ -78,6 +92,7 @@ mod connector;
 mod core;
 pub mod defer;
 mod factory;
+pub mod fd;
 mod hooks;
 mod listener;
 mod perturb;
@@ -88,6 +103,7 @@ mod tcp;
 pub mod testing;
 mod threads;
 mod transport;
+pub mod udp;
 
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
@@ -95,6 +111,7 @@ pub use crate::core::{
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
+pub use fd::{FdHandler, FdInterest, FdWatch, WatchEnded, WatchError};
 pub use hooks::BeforeWritesId;
 pub use listener::{
     ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
@@ -105,4 +122,8 @@ pub use reconnect::{Reconnect, ReconnectingClientFactory};
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+};
+pub use udp::{
+    DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,
+    DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_DATAGRAMS,
 };
