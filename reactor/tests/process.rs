@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::{reactor, shared, Shared, BOUND};
 use gyre_reactor::defer::Failure;
 use gyre_reactor::process::{
-    self, ChildFd, OutputLimitExceeded, OutputOptions, ProcessCommand, ProcessEnd, ProcessHandle,
-    ProcessOutput, ProcessProtocol, ProcessStatus, SignalError,
+    self, ChildFd, ChildStdio, OutputLimitExceeded, OutputOptions, ProcessCommand, ProcessEnd,
+    ProcessHandle, ProcessOutput, ProcessProtocol, ProcessStatus, SignalError,
 };
 use gyre_reactor::{Producer, Reactor, DEFAULT_HIGH_WATER};
 use signal_hook::consts::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
@@ -71,10 +71,7 @@ fn sh(script: &str) -> ProcessCommand {
 }
 
 fn ended(events: &Shared<Vec<Event>>) -> bool {
-    events
-        .borrow()
-        .iter()
-        .any(|e| matches!(e, Event::Ended(_)))
+    events.borrow().iter().any(|e| matches!(e, Event::Ended(_)))
 }
 
 /// Runs the reactor until the process recorded by `events` has ended.
@@ -364,7 +361,11 @@ fn two_hundred_short_processes_are_all_reaped() {
         assert_eq!(end.status(), Some(ProcessStatus::Exited(0)), "{end:?}");
         assert_eq!(handle.status(), Some(ProcessStatus::Exited(0)));
         // ... so the kernel holds no zombie for it.
-        assert!(!is_our_zombie(handle.pid()), "pid {} is a zombie", handle.pid());
+        assert!(
+            !is_our_zombie(handle.pid()),
+            "pid {} is a zombie",
+            handle.pid()
+        );
     }
 }
 
@@ -439,18 +440,96 @@ fn output_over_the_limit_kills_the_child_and_fails() {
     );
 }
 
+/// The pids of this process's children whose command line is `args`.
+fn children_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = matches!(proc_state(pid), Some((_, ppid)) if ppid == std::process::id());
+        if ours && std::fs::read(format!("/proc/{pid}/cmdline")).ok() == Some(wanted.clone()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 #[test]
-fn cancelling_output_kills_the_child() {
+fn cancelling_output_kills_and_reaps_the_child() {
     let reactor = reactor();
-    let d = process::output(&reactor, ProcessCommand::new("sleep").arg("1000"));
+    // An argument no other test uses, to find this child in /proc.
+    let args = ["sleep", "1000.25"];
+    let d = process::output(&reactor, ProcessCommand::new(args[0]).arg(args[1]));
+    let pids = children_running(&args);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let pid = pids[0];
     d.cancel();
     let failure = d.take_result().unwrap().unwrap_err();
     assert!(failure.is::<gyre_reactor::defer::Cancelled>());
-    // The killed child is still reaped: no zombie is left behind. Its
-    // pipes were closed by the cancel, so the reaper is all that is left.
+    // Killed, then reaped by the reactor: not our child in any state,
+    // not even a zombie.
+    let gone = || !matches!(proc_state(pid), Some((_, ppid)) if ppid == std::process::id());
+    assert!(
+        reactor.run_until(gone, BOUND).unwrap(),
+        "pid {pid} still ours"
+    );
+}
+
+#[test]
+fn descriptors_not_piped_are_not_reported() {
+    let reactor = reactor();
     let (protocol, events) = recorder();
-    reactor.spawn_process(sh("exit 0"), protocol).unwrap();
+    let handle = reactor
+        .spawn_process(
+            ProcessCommand::new("sh")
+                .args(["-c", "echo out; echo err >&2"])
+                .stdin(ChildStdio::Null)
+                .stderr(ChildStdio::Null),
+            protocol,
+        )
+        .unwrap();
+    // Writes to a stdin that is not piped are dropped; a producer is
+    // stopped at once (from the loop).
+    handle.write(b"nowhere");
+    assert_eq!(handle.buffered_len(), 0);
+    struct Stopped(Cell<bool>);
+    impl Producer for Stopped {
+        fn pause_producing(&self) {}
+        fn resume_producing(&self) {}
+        fn stop_producing(&self) {
+            self.0.set(true);
+        }
+    }
+    let producer = Rc::new(Stopped(Cell::new(false)));
+    handle.register_producer(producer.clone());
     run_until_ended(&reactor, &events);
+    assert!(producer.0.get());
+
+    let events = events.borrow();
+    assert!(matches!(events.first(), Some(Event::Made)));
+    let lost: Vec<ChildFd> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Lost(fd) => Some(*fd),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [ChildFd::Stdout]);
+    assert_eq!(output_of(&events, ChildFd::Stdout), b"out\n");
+    assert!(output_of(&events, ChildFd::Stderr).is_empty());
+    assert!(matches!(
+        events.last(),
+        Some(Event::Ended(ProcessEnd::Exited(ProcessStatus::Exited(0))))
+    ));
 }
 
 #[test]

@@ -161,9 +161,10 @@ impl Process {
             let mut pipe = Sender::from(stdin);
             pipe.set_nonblocking(true)?;
             let token = self.insert_slot(inner, ChildFd::Stdin);
-            let registered = inner
-                .registry
-                .register(&mut pipe, mio::Token(token), mio::Interest::WRITABLE);
+            let registered =
+                inner
+                    .registry
+                    .register(&mut pipe, mio::Token(token), mio::Interest::WRITABLE);
             *self.stdin.state.borrow_mut() = StdinState::Open(Registered { pipe, token });
             registered?;
         }
@@ -541,10 +542,8 @@ impl Process {
                 self.pid
             );
         }
-        let producer = std::mem::replace(
-            &mut *self.stdin.producer.borrow_mut(),
-            ProducerState::None,
-        );
+        let producer =
+            std::mem::replace(&mut *self.stdin.producer.borrow_mut(), ProducerState::None);
         if let ProducerState::Producing(p) | ProducerState::Paused(p) = producer {
             self.notice(Notice::StopProducer(p));
         }

@@ -171,12 +171,7 @@ impl Reactor {
         // exit slips between the spawn and the handler.
         let reaper = Reaper::of(self)?;
         let child = command.prepared().spawn()?;
-        let process = Process::new(
-            self,
-            child,
-            Box::new(protocol),
-            command.kills_on_shutdown(),
-        );
+        let process = Process::new(self, child, Box::new(protocol), command.kills_on_shutdown());
         if let Err(e) = process.attach_pipes(&self.inner) {
             log::warn!(
                 "could not register the pipes of process {}: {e}; killing it",

@@ -58,7 +58,7 @@ pub trait ProcessProtocol: 'static {
     /// Our end of the pipe for `fd` is closed: for stdout and stderr, after
     /// the child (and every process that inherited the pipe) closed it and
     /// all its data was delivered, or after
-    /// [`ProcessHandle::close_output`]; for stdin, after
+    /// [`ProcessHandle::close_child_fd`]; for stdin, after
     /// [`ProcessHandle::close_stdin`] flushed what was buffered, or when
     /// the child closed its end (then what was still buffered is dropped).
     /// Called once per piped descriptor.

@@ -109,9 +109,7 @@ impl EventSource for Reaper {
             process.shutdown();
         }
         let inner = &*reactor.inner;
-        let _ = inner
-            .registry
-            .deregister(self.pipe.borrow_mut().source());
+        let _ = inner.registry.deregister(self.pipe.borrow_mut().source());
         drop(inner.remove_slot(self.token));
         let mine = matches!(
             inner.processes.borrow().as_ref(),
