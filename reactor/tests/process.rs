@@ -569,6 +569,58 @@ fn close_stdin_gives_the_child_eof() {
 }
 
 #[test]
+fn a_grandchild_holding_the_pipes_delays_process_ended() {
+    let reactor = reactor();
+    let (protocol, events) = recorder();
+    // The child exits at once; the grandchild it leaves behind holds
+    // stdin (as fd 3: sh gives a background job /dev/null as its fd 0),
+    // stdout and stderr, and writes after the child was reaped.
+    let handle = reactor
+        .spawn_process(sh("exec 3<&0; (read x <&3; echo late) & exit 0"), protocol)
+        .unwrap();
+    let exited = || {
+        events
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, Event::Exited(_)))
+    };
+    assert!(reactor.run_until(exited, BOUND).unwrap());
+    // Reaped, but the pipes are open: no process_ended yet. Wake the
+    // grandchild through the stdin it inherited.
+    assert!(!ended(&events), "{:?}", events.borrow());
+    assert_eq!(handle.status(), Some(ProcessStatus::Exited(0)));
+    handle.write(b"go\n");
+    handle.close_stdin();
+    run_until_ended(&reactor, &events);
+
+    let events = events.borrow();
+    let end = check_order(&events);
+    assert_eq!(end.status(), Some(ProcessStatus::Exited(0)));
+    assert_eq!(output_of(&events, ChildFd::Stdout), b"late\n");
+    // The output came after the child was reaped.
+    let exited_at = events.iter().position(|e| matches!(e, Event::Exited(_)));
+    let data_at = events.iter().position(|e| matches!(e, Event::Data(..)));
+    assert!(exited_at < data_at, "{events:?}");
+}
+
+#[test]
+fn a_child_that_stops_reading_closes_stdin_without_harm() {
+    let reactor = reactor();
+    let (protocol, events) = recorder();
+    // head exits after 10 bytes; the rest of the megabyte meets EPIPE.
+    let handle = reactor
+        .spawn_process(ProcessCommand::new("head").args(["-c", "10"]), protocol)
+        .unwrap();
+    handle.write(&vec![b'y'; 1024 * 1024]);
+    run_until_ended(&reactor, &events);
+    let events = events.borrow();
+    let end = check_order(&events);
+    assert_eq!(end.status(), Some(ProcessStatus::Exited(0)));
+    assert_eq!(output_of(&events, ChildFd::Stdout), b"yyyyyyyyyy");
+    assert_eq!(handle.buffered_len(), 0);
+}
+
+#[test]
 fn a_panicking_protocol_costs_only_its_process() {
     let reactor = reactor();
     let events = shared(Vec::new());
@@ -733,4 +785,42 @@ fn status_of_an_exited_child_is_exact() {
         d255.take_result().unwrap().unwrap().status,
         ProcessStatus::Exited(255)
     );
+}
+
+#[test]
+fn the_contract_holds_under_a_perturbed_schedule() {
+    use gyre_reactor::testing::Perturbation;
+    let input: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for seed in 1..=4 {
+        let perturbation = Perturbation::new(seed)
+            .short_reads(700)
+            .partial_writes()
+            .shuffle_events()
+            .sleep_before_poll(Duration::from_millis(1));
+        let reactor = Reactor::builder()
+            .install_signal_handlers(false)
+            .perturb(perturbation)
+            .build()
+            .unwrap();
+        let (protocol, events) = recorder();
+        // cat echoes stdin to stdout, then a line to stderr, then exits 5.
+        let handle = reactor
+            .spawn_process(sh("cat; echo done >&2; exit 5"), protocol)
+            .unwrap();
+        handle.write(&input);
+        handle.close_stdin();
+        run_until_ended(&reactor, &events);
+        let events = events.borrow();
+        let end = check_order(&events);
+        assert_eq!(end.status(), Some(ProcessStatus::Exited(5)), "seed {seed}");
+        assert!(
+            output_of(&events, ChildFd::Stdout) == input,
+            "seed {seed}: stdout differs"
+        );
+        assert_eq!(
+            output_of(&events, ChildFd::Stderr),
+            b"done\n",
+            "seed {seed}"
+        );
+    }
 }

@@ -200,6 +200,12 @@ impl ProcessCommand {
         self.kill_on_shutdown
     }
 
+    /// The program's name, for logs (the arguments and environment may hold
+    /// secrets, so they are not logged).
+    pub(crate) fn program(&self) -> &OsStr {
+        self.command.get_program()
+    }
+
     /// The `Command` with its stdio set as asked, ready to spawn.
     pub(crate) fn prepared(&mut self) -> &mut Command {
         self.command

@@ -182,7 +182,11 @@ impl Reactor {
         }
         reaper.watch(Rc::clone(&process));
         let handle = ProcessHandle::new(&process);
-        log::debug!("spawned process {}: {command:?}", process.pid());
+        log::debug!(
+            "spawned process {}: {}",
+            process.pid(),
+            command.program().to_string_lossy()
+        );
         process.connection_made(handle.clone());
         Ok(handle)
     }
