@@ -302,6 +302,9 @@ pub(crate) struct Inner {
     when_running: RefCell<Vec<WhenRunning>>,
     stats: Cell<ReactorStats>,
     pub(crate) signals: RefCell<Option<SignalHandlers>>,
+    /// The child reaper (SIGCHLD self-pipe and the children not yet
+    /// reaped), made by the first `spawn_process`.
+    pub(crate) processes: RefCell<Option<Rc<crate::process::Reaper>>>,
     /// The test schedule perturbation, if any.
     pub(crate) perturber: Option<Perturber>,
     /// Wakes this loop when another thread wakes one of its futures.
@@ -416,6 +419,7 @@ impl Reactor {
             when_running: RefCell::new(Vec::new()),
             stats: Cell::new(ReactorStats::default()),
             signals: RefCell::new(None),
+            processes: RefCell::new(None),
             perturber: builder.perturbation.map(Perturber::new),
             self_weak: weak.clone(),
         });

@@ -12,6 +12,8 @@
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
 //! - [`clock`]: timers on a real or a manual clock.
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
+//! - [`process`]: child processes on the loop ([`Reactor::spawn_process`],
+//!   [`process::ProcessProtocol`], [`process::output`]).
 //!
 //! A reactor is passed explicitly; there is no global one. Several may live
 //! on one thread, each with its own connections, timers and life cycle;
@@ -96,6 +98,7 @@ pub mod fd;
 mod hooks;
 mod listener;
 mod perturb;
+pub mod process;
 mod protocol;
 mod reconnect;
 mod signals;

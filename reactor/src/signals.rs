@@ -89,3 +89,70 @@ pub(crate) fn on_signal(reactor: &Reactor) {
         let _ = reactor.stop();
     }
 }
+
+/// A self-pipe for a set of signals, for any part of the reactor that
+/// wants to hear about a signal on its loop (the child reaper listens for
+/// SIGCHLD through one).
+///
+/// Each signal in the set makes signal-hook's handler write a byte into a
+/// non-blocking socket pair; the owner registers [`SignalPipe::source`]
+/// with the loop's poller under its own token and calls
+/// [`SignalPipe::drain`] when it is readable. Several signals may arrive as
+/// one byte, or one readiness: the byte says "at least one came", never
+/// how many. Dropping the pipe unregisters its handlers (signal-hook keeps
+/// other handlers of the same signals, so pipes of several reactors
+/// coexist).
+pub(crate) struct SignalPipe {
+    ids: Vec<SigId>,
+    read_end: mio::net::UnixStream,
+}
+
+impl SignalPipe {
+    /// Installs a handler writing to a new pipe for each of `signals`.
+    pub(crate) fn new(signals: &[std::os::raw::c_int]) -> io::Result<SignalPipe> {
+        let (read_end, write_end) = std::os::unix::net::UnixStream::pair()?;
+        read_end.set_nonblocking(true)?;
+        // A full pipe must not block the handler: the byte already there is
+        // all the owner needs.
+        write_end.set_nonblocking(true)?;
+        let mut pipe = SignalPipe {
+            ids: Vec::new(),
+            read_end: mio::net::UnixStream::from_std(read_end),
+        };
+        for &signal in signals {
+            let end = write_end.try_clone()?;
+            // On error, `pipe` drops and unregisters what was installed.
+            pipe.ids
+                .push(signal_hook::low_level::pipe::register(signal, end)?);
+        }
+        Ok(pipe)
+    }
+
+    /// The read end, to register with (and deregister from) the poller.
+    pub(crate) fn source(&mut self) -> &mut mio::net::UnixStream {
+        &mut self.read_end
+    }
+
+    /// Reads every byte waiting; returns whether there was any.
+    pub(crate) fn drain(&self) -> bool {
+        let mut got_one = false;
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.read_end).read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => got_one = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        got_one
+    }
+}
+
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
