@@ -220,7 +220,6 @@ pub(crate) enum SlotKind {
     Connecting(Rc<Attempt>),
     /// Anything else registered with the loop: a user's own descriptor, a
     /// datagram port, a child process's pipe.
-    #[allow(dead_code)] // constructed by the sources issue 13 adds
     Source(Rc<dyn EventSource>),
 }
 
