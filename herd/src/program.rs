@@ -5,7 +5,9 @@
 use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use gyre_reactor::defer::gather_results;
 use gyre_reactor::{Phase, Reactor, SystemEvent};
 
 use crate::config::HerdConfig;
@@ -52,7 +54,15 @@ pub struct Options {
     /// `--max-connections-per-address N`: see
     /// [`ServerOptions::max_connections_per_address`](crate::ServerOptions::max_connections_per_address).
     pub max_connections_per_address: Option<usize>,
+    /// `--drain-timeout SECS`: how long a graceful stop (SIGTERM, a first
+    /// SIGINT) waits for the answers to commands already received; see
+    /// [`ServerOptions::drain_timeout`](crate::ServerOptions::drain_timeout).
+    pub drain_timeout: Option<u64>,
 }
+
+/// How much longer than the drain time-out the reactor's whole shutdown may
+/// take: closing the connections a drain cut, and links that linger.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 /// The usage text.
 pub const USAGE: &str = "\
@@ -60,6 +70,7 @@ usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-le
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
             [--log-max-bytes N] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
             [--max-connections N] [--max-connections-per-address N]
+            [--drain-timeout SECS]
        herd pki init DIR [--config FILE]
        herd pki add NAME --dir DIR
 
@@ -75,7 +86,15 @@ herd's CA naming it. The one-process herd makes its CA in memory at start-up.
 A herd of separate processes (--server NAME) needs the files of
 `herd pki init DIR --config FILE` (the CA, and a key and certificate per
 server; `herd pki add NAME --dir DIR` adds one) and --peer-tls DIR; without
-them --server refuses to start unless --insecure-peer-links is given.";
+them --server refuses to start unless --insecure-peer-links is given.
+
+SIGTERM (or a first SIGINT) stops gracefully: the servers stop accepting
+and reading, close their links, answer every command already received
+(Places answers included) for at most --drain-timeout seconds (default 15),
+and the program exits 0; a second SIGINT exits at once. SIGHUP re-reads
+--peer-tls DIR: new handshakes use the new credentials, links whose
+neighbour's certificate no longer verifies are closed, and a reload that
+fails keeps the old credentials (all logged).";
 
 /// A command line that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +164,11 @@ impl Options {
                 "--log-keep" => {
                     let value = value_of(&name, inline, &mut args)?;
                     options.log_keep = Some(number_of(&name, &value)?);
+                    continue;
+                }
+                "--drain-timeout" => {
+                    let value = value_of(&name, inline, &mut args)?;
+                    options.drain_timeout = Some(number_of(&name, &value)?);
                     continue;
                 }
                 "--max-connections" | "--max-connections-per-address" => {
@@ -421,6 +445,7 @@ fn start_server(
         max_connections_per_address: options
             .max_connections_per_address
             .unwrap_or(defaults.max_connections_per_address),
+        drain_timeout: drain_timeout(options),
         ..defaults
     };
     let server = HerdServer::bind(reactor, name, config, places.clone(), log, server_options)?;
@@ -449,8 +474,20 @@ pub fn main() {
     }
 }
 
+/// The drain time-out the options give (`--drain-timeout`, else the
+/// default).
+fn drain_timeout(options: &Options) -> Duration {
+    options
+        .drain_timeout
+        .map(Duration::from_secs)
+        .unwrap_or(crate::server::DEFAULT_DRAIN_TIMEOUT)
+}
+
 /// Parses the command line, starts the herd and runs it until SIGINT or
-/// SIGTERM (then the servers close their connections and it returns).
+/// SIGTERM, then stops gracefully: every server drains
+/// ([`HerdServer::drain`]) before the reactor shuts down, and it returns.
+/// With `--peer-tls DIR`, SIGHUP reloads each server's credentials from
+/// DIR ([`HerdServer::reload_peer_tls_from`]).
 ///
 /// `herd pki ...` (a first argument `pki`) runs [`run_pki`] instead.
 pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
@@ -460,13 +497,28 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>>
         return run_pki(args);
     }
     let options = Options::parse(args)?;
-    let reactor = Reactor::new()?;
+    // The reactor's shutdown waits for the drains: give it their time-out
+    // and a margin to close what they leave.
+    let reactor = Reactor::builder()
+        .shutdown_timeout(drain_timeout(&options) + SHUTDOWN_MARGIN)
+        .build()?;
     let (servers, _local) = start(&reactor, &options)?;
+    if let Some(dir) = options.peer_tls.clone() {
+        let reloading = servers.clone();
+        reactor.on_signal(gyre_reactor::signal::SIGHUP, move |_| {
+            log::info!(
+                "SIGHUP: reloading the peer TLS credentials from {}",
+                dir.display()
+            );
+            for server in &reloading {
+                // Logged either way; a failure keeps the old credentials.
+                let _ = server.reload_peer_tls_from(&dir);
+            }
+        })?;
+    }
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
-        for server in &servers {
-            server.stop();
-        }
-        None
+        let drains = servers.iter().map(HerdServer::drain).collect();
+        Some(gather_results(drains).add_callback(|_| Ok(())))
     });
     reactor.run()?;
     println!("herd: stopped");
@@ -494,8 +546,10 @@ mod tests {
             "--log-max-bytes=1048576",
             "--log-keep",
             "2",
+            "--drain-timeout=3",
         ])
         .unwrap();
+        assert_eq!(o.drain_timeout, Some(3));
         assert_eq!(o.config, Some(PathBuf::from("h.json")));
         assert_eq!(o.server.as_deref(), Some("Welsh"));
         assert_eq!(o.places_api.as_deref(), Some("google-legacy"));
@@ -515,6 +569,7 @@ mod tests {
             vec!["--places-api", "bing"],
             vec!["--log-max-bytes", "lots"],
             vec!["--log-keep", "-1"],
+            vec!["--drain-timeout", "soon"],
             vec!["positional"],
             vec!["--help"],
         ] {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use certs::{TestCa, TestCert};
 use gyre_protocols::line::{LineContext, LineHandler, LineReceiver};
 use gyre_protocols::tls::{
-    certificate_dns_names, certificate_serial, client_config_with_roots, connect_tls_protocol, listen_tls,
-    mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
+    certificate_dns_names, certificate_serial, client_config_with_roots, connect_tls_protocol,
+    listen_tls, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
     start_tls_client, start_tls_server, ClientConfig, ServerConfig, StartTls, TlsTransport,
 };
 use gyre_reactor::{factory_fn, ConnectionLost, Protocol, Reactor, Transport};

@@ -84,9 +84,9 @@ mod protocol;
 mod session;
 
 pub use config::{
-    certificate_dns_names, certificate_serial, client_config, client_config_from_pem_file, client_config_with_roots,
-    mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
-    server_config, server_config_from_der, TlsError, TlsErrorKind,
+    certificate_dns_names, certificate_serial, client_config, client_config_from_pem_file,
+    client_config_with_roots, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem,
+    parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
 pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};
