@@ -560,6 +560,28 @@ mod tests {
     }
 
     #[test]
+    fn a_neighbours_chain_verifies_only_under_its_ca_with_its_name_and_dates() {
+        let ca = HerdCa::generate().unwrap();
+        let alford = ca.credentials("Alford").unwrap();
+        let chain = |keys: &ServerKeys| parse_certs_pem(keys.cert_pem.as_bytes()).unwrap();
+        let ball = chain(&ca.issue("Ball").unwrap());
+        for side in [PeerSide::Server, PeerSide::Client] {
+            alford.verify_peer(&ball, "Ball", side).unwrap();
+            let e = alford.verify_peer(&ball, "Welsh", side).unwrap_err();
+            assert!(!e.to_string().is_empty());
+            let other = HerdCa::generate().unwrap();
+            let stranger = chain(&other.issue("Ball").unwrap());
+            assert!(alford.verify_peer(&stranger, "Ball", side).is_err());
+            let year = |y: i32| SystemTime::from(rcgen::date_time_ymd(y, 1, 1));
+            let expired = chain(&ca.issue_valid("Ball", year(2019), year(2020)).unwrap());
+            assert!(alford.verify_peer(&expired, "Ball", side).is_err());
+            assert!(alford.verify_peer(&[], "Ball", side).is_err());
+        }
+        // Two certificates for one server tell apart by their serials.
+        assert_ne!(alford.serial(), ca.credentials("Alford").unwrap().serial());
+    }
+
+    #[test]
     fn init_and_add_write_files_that_load() {
         let dir = std::env::temp_dir().join(format!(
             "gyre-pki-unit-{}-{:?}",
