@@ -257,8 +257,11 @@ struct SignalSource {
     reactor: Weak<Inner>,
     state: RefCell<Watch>,
     /// Taken out while it runs, so it may cancel its own handler.
-    callback: RefCell<Option<Box<dyn FnMut(&Reactor)>>>,
+    callback: RefCell<Option<SignalCallback>>,
 }
+
+/// What [`Reactor::on_signal`] runs.
+type SignalCallback = Box<dyn FnMut(&Reactor)>;
 
 impl SignalSource {
     /// Drains the pipe; returns whether it held a delivery.
