@@ -610,6 +610,276 @@ fn a_single_server_needs_peer_tls_or_an_explicit_insecure_flag() {
     assert!(herd.wait_exit().success());
 }
 
+/// A local Places service on its own reactor in a thread of this test,
+/// held: its loop does not run (so every request to it waits, its TCP
+/// connection sitting in the kernel's backlog) until [`release`](Self::release).
+struct HeldPlaces {
+    url: String,
+    ca_file: PathBuf,
+    go: Option<mpsc::Sender<()>>,
+    stop: gyre_reactor::ThreadHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeldPlaces {
+    fn start(dir: &Path) -> HeldPlaces {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let reactor = gyre_reactor::Reactor::builder()
+                .install_signal_handlers(false)
+                .build()
+                .unwrap();
+            let service = gyre_herd::places::LocalPlacesService::start(
+                &reactor,
+                "127.0.0.1:0".parse().unwrap(),
+            )
+            .unwrap();
+            ready_tx
+                .send((
+                    service.url(),
+                    service.ca_pem().to_vec(),
+                    reactor.thread_handle(),
+                ))
+                .unwrap();
+            // Held until released (or the test gave up).
+            if go_rx.recv().is_ok() {
+                reactor.run().unwrap();
+            }
+        });
+        let (url, ca, stop) = ready_rx.recv_timeout(BOUND).expect("the Places service");
+        let ca_file = dir.join("places-ca.pem");
+        std::fs::write(&ca_file, ca).unwrap();
+        HeldPlaces {
+            url,
+            ca_file,
+            go: Some(go),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The herd options that make it ask this service.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--places-api".into(),
+            "local".into(),
+            "--places-url".into(),
+            self.url.clone(),
+            "--places-ca".into(),
+            self.ca_file.display().to_string(),
+        ]
+    }
+
+    /// Lets the service answer.
+    fn release(&mut self) {
+        if let Some(go) = self.go.take() {
+            go.send(()).unwrap();
+        }
+    }
+}
+
+impl Drop for HeldPlaces {
+    fn drop(&mut self) {
+        // Never released: its thread ends at once; else stop its loop.
+        self.go.take();
+        let _ = self.stop.call_from_thread(|reactor| {
+            let _ = reactor.stop();
+        });
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Waits until the log at `path` has at least `n` lines containing `needle`.
+fn wait_log_count(path: &Path, needle: &str, n: usize) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let text = read_log(path);
+        let count = text.lines().filter(|l| l.contains(needle)).count();
+        if count >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} lines with {needle:?} in {} after {BOUND:?}, not {n}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 10's graceful stop, as a real process: 200 WHATSATs on four
+/// connections wait on a held Places service when SIGTERM comes; the
+/// server stops accepting, answers every one of them in full once Places
+/// answers, closes each connection, logs that it drained, and exits 0.
+#[test]
+fn sigterm_answers_every_whatsat_in_flight_then_exits_zero() {
+    let dir = TempDir::new("drain");
+    let ports = free_ports(1);
+    let config = write_config(dir.path(), &[("A", ports[0])], &[]);
+    let mut places = HeldPlaces::start(dir.path());
+    let mut herd = Herd::start_with(dir.path(), &config, None, &places.args());
+    let addr = herd.wait_listening(&["A"])[0];
+    let log = dir.path().join("logs").join("A.log");
+
+    let id = "drain.client";
+    let time = now_field();
+    let at = query(addr, &format!("IAMAT {id} {UCLA} {time}\n"));
+    assert_at_line(at.trim_end(), "A", id, &time);
+
+    const CONNECTIONS: usize = 4;
+    const PER_CONNECTION: usize = 50;
+    let mut streams: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|c| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(BOUND)).unwrap();
+            let request: String = (0..PER_CONNECTION)
+                .map(|i| format!("WHATSAT {id} {} 5\n", (c * PER_CONNECTION + i) % 10 + 1))
+                .collect();
+            // The write side stays open: the drain, not an EOF, ends it.
+            stream.write_all(request.as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // Every WHATSAT has reached the server (and waits on Places).
+    wait_log_count(
+        &log,
+        "Places request for drain.client",
+        CONNECTIONS * PER_CONNECTION,
+    );
+
+    herd.signal(libc::SIGTERM);
+    let draining = wait_log_line(&log, "server A draining", 0);
+    let line = read_log(&log).lines().nth(draining).unwrap().to_string();
+    assert!(
+        line.contains(&format!(
+            "with {} answer(s) to finish",
+            CONNECTIONS * PER_CONNECTION
+        )),
+        "{line}"
+    );
+    // No longer accepting.
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "a new connection is refused while draining"
+    );
+    places.release();
+
+    for (c, stream) in streams.iter_mut().enumerate() {
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("connection {c}: {e}"));
+        let answer = String::from_utf8(answer).unwrap();
+        let answers: Vec<&str> = answer.split_inclusive("\n\n").collect();
+        assert_eq!(answers.len(), PER_CONNECTION, "connection {c}: {answer}");
+        for whatsat in answers {
+            let (at_line, body) = whatsat.split_once('\n').unwrap();
+            assert_eq!(at_line, at.trim_end(), "connection {c}");
+            let body = body.strip_suffix("\n\n").unwrap();
+            assert!(
+                body.starts_with('{') && body.ends_with('}') && body.contains("\"status\""),
+                "connection {c}: not a full answer: {whatsat:?}"
+            );
+        }
+    }
+    herd.wait_line("herd: stopped");
+    let status = herd.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    let text = read_log(&log);
+    assert!(text.contains("server A drained in"), "A.log:\n{text}");
+    assert!(!text.contains("(drain_timeout) hit"), "A.log:\n{text}");
+}
+
+/// Issue 10's certificate reload, as real processes: SIGHUP after a
+/// certificate is re-issued from the same CA keeps the link up and the
+/// next link (after B restarts) presents the new certificate; SIGHUP with
+/// a corrupt file keeps the credentials in use and the link, and says so.
+#[test]
+fn sighup_reloads_the_peer_certificates_and_keeps_the_link() {
+    let dir = TempDir::new("sighup");
+    let ports = free_ports(2);
+    let config = write_config(
+        dir.path(),
+        &[("A", ports[0]), ("B", ports[1])],
+        &[("A", "B")],
+    );
+    let mut a = Herd::start(dir.path(), &config, Some("A"));
+    let mut b = Herd::start(dir.path(), &config, Some("B"));
+    let addr_a = a.wait_listening(&["A"])[0];
+    let addr_b = b.wait_listening(&["B"])[0];
+    let logs = dir.path().join("logs");
+    let (log_a, log_b) = (logs.join("A.log"), logs.join("B.log"));
+    wait_log_line(&log_a, "link to B up", 0);
+
+    // A new key and certificate for A from the same CA, then SIGHUP.
+    let pki = dir.path().join("pki");
+    std::fs::remove_file(pki.join("A.pem")).unwrap();
+    std::fs::remove_file(pki.join("A-key.pem")).unwrap();
+    let out = Command::new(herd_binary())
+        .args(["pki", "add", "A", "--dir"])
+        .arg(&pki)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.signal(libc::SIGHUP);
+    let reloaded = wait_log_line(&log_a, "peer TLS credentials reloaded (from", 0);
+    let line = read_log(&log_a).lines().nth(reloaded).unwrap().to_string();
+    assert!(line.contains("kept up: B"), "{line}");
+    let serial = line
+        .split("now presenting certificate serial ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("no serial in {line}"))
+        .to_string();
+
+    // The link is still up and carries locations.
+    let id = "after.sighup";
+    let time = now_field();
+    let at = query(addr_a, &format!("IAMAT {id} {UCLA} {time}\n"));
+    assert_eq!(known_at_line(addr_b, id), at.trim_end());
+    assert!(!read_log(&log_a).contains("link to B down"));
+
+    // B restarts: A's new certificate is what it verifies.
+    let before = read_log(&log_b).lines().count();
+    b.kill();
+    b = Herd::start(dir.path(), &config, Some("B"));
+    let addr_b = b.wait_listening(&["B"])[0];
+    let i = wait_log_line(&log_b, "verified neighbour A at", before);
+    let verified = read_log(&log_b).lines().nth(i).unwrap().to_string();
+    assert!(
+        verified.contains(&format!("(serial {serial})")),
+        "{verified}"
+    );
+
+    // A corrupt certificate file: the reload fails, the credentials in use
+    // stay (the in-process tests show a later handshake still uses them),
+    // and the link stays up.
+    std::fs::write(pki.join("A.pem"), "garbage\n").unwrap();
+    a.signal(libc::SIGHUP);
+    let failed = wait_log_line(&log_a, "reloading the peer TLS credentials (from", 0);
+    let line = read_log(&log_a).lines().nth(failed).unwrap().to_string();
+    assert!(
+        line.contains(&format!(
+            "keeping the old ones (certificate serial {serial})"
+        )),
+        "{line}"
+    );
+    let id = "after.failed.sighup";
+    let time = now_field();
+    let at = query(addr_a, &format!("IAMAT {id} {UCLA} {time}\n"));
+    assert_eq!(known_at_line(addr_b, id), at.trim_end());
+
+    a.signal(libc::SIGTERM);
+    assert!(a.wait_exit().success());
+}
+
 /// Issue 11, Done-when 5: a server SIGKILLed under load leaves a log that
 /// ends on a complete line and holds every answer the client received
 /// before the kill (the log is written before the loop's socket writes, in

@@ -37,14 +37,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use gyre_protocols::tls::{
-    certificate_dns_names, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem,
-    parse_key_pem, ClientConfig, ServerConfig,
+    certificate_dns_names, certificate_serial, mutual_tls_client_config, mutual_tls_server_config,
+    parse_certs_pem, parse_key_pem, ClientConfig, ServerConfig,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::config::HerdConfig;
 
@@ -73,7 +78,7 @@ pub fn key_file(name: &str) -> String {
 pub struct PkiError(String);
 
 impl PkiError {
-    fn new(message: impl Into<String>) -> PkiError {
+    pub(crate) fn new(message: impl Into<String>) -> PkiError {
         PkiError(message.into())
     }
 }
@@ -341,20 +346,41 @@ fn write_server(ca: &HerdCa, dir: &Path, name: &str) -> Result<Vec<PathBuf>, Pki
 
 /// One server's peer-link credentials: the herd CA it trusts, and its own
 /// certificate (naming it) and key, as the TLS configurations of both ends
-/// of a link. Cheap to clone.
+/// of a link, and the checks that tell whether a neighbour's certificate
+/// is still trusted under them ([`verify_peer`](Self::verify_peer)). Cheap
+/// to clone.
 #[derive(Clone)]
 pub struct PeerCredentials {
     name: String,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    /// Checks a certificate a neighbour presented as a TLS server.
+    as_server: Arc<WebPkiServerVerifier>,
+    /// Checks a certificate a neighbour presented as a TLS client.
+    as_client: Arc<dyn ClientCertVerifier>,
+    /// The serial number of this server's own certificate.
+    serial: String,
 }
 
 impl fmt::Debug for PeerCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerCredentials")
             .field("name", &self.name)
+            .field("serial", &self.serial)
             .finish_non_exhaustive()
     }
+}
+
+/// Which end of a link's TLS handshake a neighbour played, which says how
+/// its certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerSide {
+    /// We dialled it: it presented its certificate as a TLS server's (the
+    /// certificate must name it and allow the server usage).
+    Server,
+    /// It dialled us: it presented its certificate as a TLS client's (the
+    /// client usage).
+    Client,
 }
 
 impl PeerCredentials {
@@ -391,12 +417,34 @@ impl PeerCredentials {
             &[],
         )
         .map_err(|e| PkiError::new(format!("{name}'s TLS client configuration: {e}")))?;
+        let serial = chain
+            .first()
+            .map(certificate_serial)
+            .transpose()
+            .map_err(|e| PkiError::new(format!("{name}'s certificate: {e}")))?
+            .unwrap_or_default();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(ca.clone())
+            .map_err(|e| PkiError::new(format!("the herd CA certificate: {e}")))?;
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let as_server =
+            WebPkiServerVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+                .build()
+                .map_err(|e| PkiError::new(format!("verifying neighbours' certificates: {e}")))?;
+        let as_client = WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| PkiError::new(format!("verifying neighbours' certificates: {e}")))?;
         let server = mutual_tls_server_config(chain, key, &[ca], &[])
             .map_err(|e| PkiError::new(format!("{name}'s TLS server configuration: {e}")))?;
         Ok(PeerCredentials {
             name: name.to_string(),
             server,
             client,
+            as_server,
+            as_client,
+            serial,
         })
     }
 
@@ -413,6 +461,51 @@ impl PeerCredentials {
     /// The server these credentials are for.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The serial number of this server's own certificate (colon-separated
+    /// hex), to tell certificates apart in logs.
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// Whether `chain` (leaf first), the certificates a neighbour presented
+    /// on a link, is trusted under these credentials now: it chains to this
+    /// CA, is valid now, allows the usage of its `side` of the handshake,
+    /// and its leaf names `neighbour` exactly. Used when the credentials are
+    /// reloaded, for the links that are already up (a TLS handshake checks
+    /// this itself).
+    pub fn verify_peer(
+        &self,
+        chain: &[CertificateDer<'static>],
+        neighbour: &str,
+        side: PeerSide,
+    ) -> Result<(), PkiError> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| PkiError::new("no certificate"))?;
+        let now = UnixTime::now();
+        match side {
+            PeerSide::Server => {
+                let name = ServerName::try_from(neighbour.to_string())
+                    .map_err(|e| PkiError::new(format!("{neighbour:?}: {e}")))?;
+                self.as_server
+                    .verify_server_cert(leaf, intermediates, &name, &[], now)
+                    .map(drop)
+            }
+            PeerSide::Client => self
+                .as_client
+                .verify_client_cert(leaf, intermediates, now)
+                .map(drop),
+        }
+        .map_err(|e| PkiError::new(e.to_string()))?;
+        let names = certificate_dns_names(leaf).map_err(|e| PkiError::new(e.to_string()))?;
+        if !names.iter().any(|n| n == neighbour) {
+            return Err(PkiError::new(format!(
+                "the certificate names {names:?}, not {neighbour:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// The TLS server configuration of a link this server accepts (client
@@ -464,6 +557,28 @@ mod tests {
         let e = PeerCredentials::from_pem("BALL", ca.cert_pem(), &ball.cert_pem, &ball.key_pem)
             .unwrap_err();
         assert!(e.to_string().contains("not \"BALL\""), "{e}");
+    }
+
+    #[test]
+    fn a_neighbours_chain_verifies_only_under_its_ca_with_its_name_and_dates() {
+        let ca = HerdCa::generate().unwrap();
+        let alford = ca.credentials("Alford").unwrap();
+        let chain = |keys: &ServerKeys| parse_certs_pem(keys.cert_pem.as_bytes()).unwrap();
+        let ball = chain(&ca.issue("Ball").unwrap());
+        for side in [PeerSide::Server, PeerSide::Client] {
+            alford.verify_peer(&ball, "Ball", side).unwrap();
+            let e = alford.verify_peer(&ball, "Welsh", side).unwrap_err();
+            assert!(!e.to_string().is_empty());
+            let other = HerdCa::generate().unwrap();
+            let stranger = chain(&other.issue("Ball").unwrap());
+            assert!(alford.verify_peer(&stranger, "Ball", side).is_err());
+            let year = |y: i32| SystemTime::from(rcgen::date_time_ymd(y, 1, 1));
+            let expired = chain(&ca.issue_valid("Ball", year(2019), year(2020)).unwrap());
+            assert!(alford.verify_peer(&expired, "Ball", side).is_err());
+            assert!(alford.verify_peer(&[], "Ball", side).is_err());
+        }
+        // Two certificates for one server tell apart by their serials.
+        assert_ne!(alford.serial(), ca.credentials("Alford").unwrap().serial());
     }
 
     #[test]

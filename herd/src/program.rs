@@ -5,7 +5,9 @@
 use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use gyre_reactor::defer::gather_results;
 use gyre_reactor::{Phase, Reactor, SystemEvent};
 
 use crate::config::HerdConfig;
@@ -58,6 +60,10 @@ pub struct Options {
     pub limits: LimitOptions,
 }
 
+/// How much longer than the drain time-out the reactor's whole shutdown may
+/// take: closing the connections a drain cut, and links that linger.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
 /// The head of the usage text; [`usage`] adds the limit options.
 pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
@@ -79,7 +85,15 @@ herd's CA naming it. The one-process herd makes its CA in memory at start-up.
 A herd of separate processes (--server NAME) needs the files of
 `herd pki init DIR --config FILE` (the CA, and a key and certificate per
 server; `herd pki add NAME --dir DIR` adds one) and --peer-tls DIR; without
-them --server refuses to start unless --insecure-peer-links is given.";
+them --server refuses to start unless --insecure-peer-links is given.
+
+SIGTERM (or a first SIGINT) stops gracefully: the servers stop accepting
+and reading, close their links, answer every command already received
+(Places answers included) for at most --drain-timeout TIME (default 15s),
+and the program exits 0; a second SIGINT exits at once. SIGHUP re-reads
+--peer-tls DIR: new handshakes use the new credentials, links whose
+neighbour's certificate no longer verifies are closed, and a reload that
+fails keeps the old credentials (all logged).";
 
 /// The whole usage text: [`USAGE`], then each limit option with its
 /// default.
@@ -449,8 +463,20 @@ pub fn main() {
     }
 }
 
+/// The drain time-out the options give (`--drain-timeout`, else the
+/// default).
+fn drain_timeout(options: &Options) -> Duration {
+    options
+        .limits
+        .drain_timeout
+        .unwrap_or(crate::server::DEFAULT_DRAIN_TIMEOUT)
+}
+
 /// Parses the command line, starts the herd and runs it until SIGINT or
-/// SIGTERM (then the servers close their connections and it returns).
+/// SIGTERM, then stops gracefully: every server drains
+/// ([`HerdServer::drain`]) before the reactor shuts down, and it returns.
+/// With `--peer-tls DIR`, SIGHUP reloads each server's credentials from
+/// DIR ([`HerdServer::reload_peer_tls_from`]).
 ///
 /// `herd pki ...` (a first argument `pki`) runs [`run_pki`] instead.
 pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>> {
@@ -460,14 +486,29 @@ pub fn run(args: impl IntoIterator<Item = String>) -> Result<(), Box<dyn Error>>
         return run_pki(args);
     }
     let options = Options::parse(args)?;
-    let reactor = Reactor::new()?;
+    // The reactor's shutdown waits for the drains: give it their time-out
+    // and a margin to close what they leave.
+    let reactor = Reactor::builder()
+        .shutdown_timeout(drain_timeout(&options) + SHUTDOWN_MARGIN)
+        .build()?;
     let (servers, _local) = start(&reactor, &options)?;
-    let stopping = servers.clone();
+    if let Some(dir) = options.peer_tls.clone() {
+        let reloading = servers.clone();
+        reactor.on_signal(gyre_reactor::signal::SIGHUP, move |_| {
+            log::info!(
+                "SIGHUP: reloading the peer TLS credentials from {}",
+                dir.display()
+            );
+            for server in &reloading {
+                // Logged either way; a failure keeps the old credentials.
+                let _ = server.reload_peer_tls_from(&dir);
+            }
+        })?;
+    }
+    let draining = servers.clone();
     reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
-        for server in &stopping {
-            server.stop();
-        }
-        None
+        let drains = draining.iter().map(HerdServer::drain).collect();
+        Some(gather_results(drains).add_callback(|_| Ok(())))
     });
     reactor.run()?;
     // Entries made after the loop's last iteration are still batched.
@@ -503,6 +544,7 @@ mod tests {
             "--iamat-rate",
             "1000/5000",
             "--client-idle-timeout=500ms",
+            "--drain-timeout=3",
             "--local-places-max-connections",
             "8",
         ])
@@ -517,6 +559,7 @@ mod tests {
         assert_eq!(o.log_max_bytes, Some(1_048_576));
         assert_eq!(o.log_keep, Some(2));
         assert_eq!(o.limits.max_store_bytes, Some(64 << 20));
+        assert_eq!(o.limits.drain_timeout, Some(Duration::from_secs(3)));
         assert_eq!(
             o.limits.iamat_rate,
             Some(crate::limits::Rate {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use certs::{TestCa, TestCert};
 use gyre_protocols::line::{LineContext, LineHandler, LineReceiver};
 use gyre_protocols::tls::{
-    certificate_dns_names, client_config_with_roots, connect_tls_protocol, listen_tls,
-    mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
+    certificate_dns_names, certificate_serial, client_config_with_roots, connect_tls_protocol,
+    listen_tls, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
     start_tls_client, start_tls_server, ClientConfig, ServerConfig, StartTls, TlsTransport,
 };
 use gyre_reactor::{factory_fn, ConnectionLost, Protocol, Reactor, Transport};
@@ -110,6 +110,12 @@ fn a_client_certificate_from_the_ca_is_verified_and_its_names_are_known() {
     let addr = serve(&reactor, &ca, &seen);
     let me = ca.peer_leaf(&["Alford"]);
     assert_eq!(certificate_dns_names(&me.der).unwrap(), ["Alford"]);
+    // Serials tell two certificates apart in logs.
+    let serial = certificate_serial(&me.der).unwrap();
+    assert!(!serial.is_empty());
+    assert!(serial.bytes().all(|b| b == b':' || b.is_ascii_hexdigit()));
+    let other = ca.peer_leaf(&["Alford"]);
+    assert_ne!(certificate_serial(&other.der).unwrap(), serial);
     assert!(try_client(&reactor, addr, mtls_client(&ca, &me), &seen));
     assert_eq!(seen.borrow()[0], Some(vec!["Alford".to_string()]));
 }

@@ -1,7 +1,7 @@
 //! gyre-reactor: a single-threaded, Twisted-style reactor on mio.
 //!
 //! - [`Reactor`]: the event loop: TCP listen and connect, timers, threads,
-//!   signals, life-cycle triggers.
+//!   signals ([`Reactor::on_signal`]), life-cycle triggers.
 //! - [`udp`]: UDP ports ([`Reactor::listen_udp`], [`DatagramProtocol`],
 //!   [`UdpPort`]): datagrams delivered whole, bounded send queues,
 //!   connected UDP, multicast.
@@ -122,6 +122,10 @@ pub use listener::{
 };
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
+/// Signal numbers for [`Reactor::on_signal`] (`SIGHUP`, `SIGUSR1`, ...),
+/// re-exported from signal-hook.
+pub use signal_hook::consts::signal;
+pub use signals::SignalHandler;
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,

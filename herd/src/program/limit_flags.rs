@@ -37,6 +37,8 @@ pub struct LimitOptions {
     pub max_time_ahead: Option<Duration>,
     /// `--client-idle-timeout TIME`: [`ServerOptions::client_idle_timeout`].
     pub client_idle_timeout: Option<Duration>,
+    /// `--drain-timeout TIME`: [`ServerOptions::drain_timeout`].
+    pub drain_timeout: Option<Duration>,
     /// `--max-clients N`: [`ServerOptions::max_clients`].
     pub max_clients: Option<usize>,
     /// `--max-store-bytes SIZE`: [`ServerOptions::max_store_bytes`].
@@ -158,6 +160,16 @@ pub(super) const FLAGS: &[Flag] = &[
         default: || format_time(server().client_idle_timeout),
         set: |o, n, v| {
             o.client_idle_timeout = Some(time(n, v, false)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--drain-timeout",
+        value: "TIME",
+        help: "a graceful stop (SIGTERM) cuts what is still unanswered",
+        default: || format_time(server().drain_timeout),
+        set: |o, n, v| {
+            o.drain_timeout = Some(time(n, v, false)?);
             Ok(())
         },
     },
@@ -367,6 +379,7 @@ impl LimitOptions {
                 .unwrap_or(base.max_client_id_length),
             max_time_ahead: self.max_time_ahead.unwrap_or(base.max_time_ahead),
             client_idle_timeout: self.client_idle_timeout.unwrap_or(base.client_idle_timeout),
+            drain_timeout: self.drain_timeout.unwrap_or(base.drain_timeout),
             max_clients: self.max_clients.unwrap_or(base.max_clients),
             max_store_bytes: self.max_store_bytes.unwrap_or(base.max_store_bytes),
             peer_handshake_timeout: self
@@ -424,6 +437,7 @@ mod tests {
             "100",
             "1m",
             "30s",
+            "12s",
             "5000",
             "8MiB",
             "3s",
@@ -456,6 +470,7 @@ mod tests {
         assert_eq!(s.max_client_id_length, 100);
         assert_eq!(s.max_time_ahead, Duration::from_secs(60));
         assert_eq!(s.client_idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.drain_timeout, Duration::from_secs(12));
         assert_eq!(s.max_clients, 5000);
         assert_eq!(s.max_store_bytes, 8 << 20);
         assert_eq!(s.peer_handshake_timeout, Duration::from_secs(3));

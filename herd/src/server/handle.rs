@@ -6,18 +6,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
 
+use gyre_reactor::defer::Deferred;
 use gyre_reactor::{factory_fn, ListenOptions, PortEvent, Reactor};
 
 use super::lookup::PlacesLookup;
 use super::options::ServerOptions;
 use super::peering::PeerLinks;
-use super::state::{AcceptSlot, Server};
+use super::reload::PeerReload;
+use super::state::{AcceptSlot, Life, Server};
 use crate::config::HerdConfig;
 use crate::limits::{ConnectionLimits, RateLimiter, REFUSAL_NO_DESCRIPTORS};
 use crate::links::Links;
 use crate::log::ServerLog;
+use crate::pki::{PeerCredentials, PkiError};
 use crate::store::Store;
 
 /// One server of the herd, running on a reactor: a cheap `Clone` handle.
@@ -34,7 +38,7 @@ impl fmt::Debug for HerdServer {
         f.debug_struct("HerdServer")
             .field("name", &self.inner.name)
             .field("addr", &self.inner.local_addr)
-            .field("stopped", &self.inner.stopped.get())
+            .field("running", &self.inner.is_running())
             .finish()
     }
 }
@@ -139,7 +143,7 @@ impl HerdServer {
             accept_slot: Rc::clone(&slot),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
-            stopped: Cell::new(false),
+            life: RefCell::new(Life::Running),
             limits: RefCell::new(limits),
             rates: RefCell::new(rates),
             me: me.clone(),
@@ -158,8 +162,10 @@ impl HerdServer {
             }
         ));
         match &inner.peer_links {
-            PeerLinks::Verified(_) => inner.log.entry(format_args!(
-                "peer links: mutual TLS; a neighbour must present a certificate from the herd CA naming it"
+            PeerLinks::Verified(creds) => inner.log.entry(format_args!(
+                "peer links: mutual TLS; a neighbour must present a certificate from the herd CA naming it \
+                 (this server presents certificate serial {})",
+                creds.current().serial()
             )),
             PeerLinks::Insecure => {
                 log::warn!(
@@ -227,16 +233,67 @@ impl HerdServer {
         self.inner.links.buffered_len(neighbour)
     }
 
-    /// Whether [`stop`](Self::stop) was called.
+    /// Whether it stopped: [`stop`](Self::stop) was called, or a
+    /// [`drain`](Self::drain) ended.
     pub fn is_stopped(&self) -> bool {
-        self.inner.stopped.get()
+        matches!(*self.inner.life.borrow(), Life::Stopped)
+    }
+
+    /// Whether a [`drain`](Self::drain) is under way.
+    pub fn is_draining(&self) -> bool {
+        matches!(*self.inner.life.borrow(), Life::Draining(_))
     }
 
     /// Stops the server: closes its port, stops dialling, and closes every
     /// connection (links and clients; answers not yet ready are dropped).
-    /// A new server may then listen on the same port.
+    /// A new server may then listen on the same port. A drain under way
+    /// ends (its Deferred fires).
     pub fn stop(&self) {
         self.inner.stop();
+    }
+
+    /// Stops the server gracefully (SIGTERM in the herd program): stops
+    /// accepting, dialling and reading, closes its links cleanly, answers
+    /// every command already received (Places answers included), closes
+    /// each client connection once it is answered, then
+    /// [stops](Self::stop). The Deferred fires when every connection is
+    /// closed, or when [`ServerOptions::drain_timeout`] passed (the rest is
+    /// then closed without its answers, and that is logged). Calling it
+    /// again joins the drain under way; after a stop it fires at once. The
+    /// full contract is in the `drain` module's docs (`server/drain.rs`).
+    ///
+    /// ```no_run
+    /// # use gyre_herd::HerdServer;
+    /// # use gyre_reactor::{Phase, Reactor, SystemEvent};
+    /// # fn f(reactor: &Reactor, server: HerdServer) {
+    /// // The reactor's shutdown waits for it (up to its shutdown time-out).
+    /// reactor.add_system_event_trigger(Phase::Before, SystemEvent::Shutdown, move |_| {
+    ///     Some(server.drain())
+    /// });
+    /// # }
+    /// ```
+    pub fn drain(&self) -> Deferred<()> {
+        self.inner.drain()
+    }
+
+    /// Replaces the server's peer TLS credentials: every new handshake
+    /// uses them, and every link that is up stays up only if its
+    /// neighbour's certificate verifies under them (it is closed, logged,
+    /// otherwise). An error, logged, if the server has no peer TLS
+    /// (`PeerTls::Insecure`) or `creds` are for another server; the old
+    /// credentials then stay. The full contract is in the `reload` module's
+    /// docs (`server/reload.rs`).
+    pub fn reload_peer_tls(&self, creds: PeerCredentials) -> Result<PeerReload, PkiError> {
+        self.inner.reload_peer_tls(creds)
+    }
+
+    /// [`reload_peer_tls`](Self::reload_peer_tls) with this server's
+    /// credentials read from the pki directory `dir` (`ca.pem`, `NAME.pem`,
+    /// `NAME-key.pem`, as [`PeerCredentials::load`]): what the herd program
+    /// does on SIGHUP with `--peer-tls DIR`. A file that is missing or
+    /// corrupt is an error, logged, and the old credentials stay.
+    pub fn reload_peer_tls_from(&self, dir: &Path) -> Result<PeerReload, PkiError> {
+        self.inner.reload_peer_tls_from(dir)
     }
 }
 

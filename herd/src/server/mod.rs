@@ -69,18 +69,22 @@
 //! and defaults), `lookup` (asking Places), `handle` ([`HerdServer`]),
 //! `state` (the shared state and a connection's life cycle), `peering`
 //! (verifying links), `commands` (what each line does), `conn` (a
-//! connection's answer queue and flow), `handler` (the line handler) and
-//! `answer` (the WHATSAT answer's layout). The wire protocol itself is in
+//! connection's answer queue and flow), `handler` (the line handler),
+//! `answer` (the WHATSAT answer's layout), `drain` (the graceful stop,
+//! [`HerdServer::drain`]) and `reload` (reloading the peer TLS
+//! credentials, [`HerdServer::reload_peer_tls`]). The wire protocol itself is in
 //! `herd/PROTOCOL.md`.
 
 mod answer;
 mod commands;
 mod conn;
+mod drain;
 mod handle;
 mod handler;
 mod lookup;
 mod options;
 mod peering;
+mod reload;
 mod state;
 
 pub use answer::whatsat_answer;
@@ -88,9 +92,10 @@ pub(crate) use conn::{Conn, Role};
 pub use handle::HerdServer;
 pub use lookup::PlacesLookup;
 pub use options::{
-    ServerOptions, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_CLIENT_ID_LENGTH, DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PENDING_ANSWERS,
-    DEFAULT_MAX_STORE_BYTES, DEFAULT_MAX_TIME_AHEAD, LINK_LINE_SLACK,
+    ServerOptions, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENT_ID_LENGTH, DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_PENDING_ANSWERS, DEFAULT_MAX_STORE_BYTES, DEFAULT_MAX_TIME_AHEAD, LINK_LINE_SLACK,
 };
 pub(crate) use peering::{HerdProtocol, PeerLinks};
+pub use reload::PeerReload;
 pub(crate) use state::Server;

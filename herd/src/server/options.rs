@@ -37,6 +37,10 @@ pub const DEFAULT_MAX_STORE_BYTES: usize = 256 * 1024 * 1024;
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default time-out of one attempt to dial a neighbour.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default [`ServerOptions::drain_timeout`]: fifteen seconds, longer
+/// than the Places client's time-out (10 s), so that every lookup in
+/// flight when a drain starts ends, answered or timed out, before it.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A server's settings beyond its configuration. The defaults are what
 /// HERD.md asks for; tests change them (a slow back-off, a fixed clock).
@@ -122,6 +126,11 @@ pub struct ServerOptions {
     /// 4096); past it, an idle address (full buckets) is forgotten, else the
     /// least recently seen.
     pub rate_table_size: usize,
+    /// How long a graceful stop ([`HerdServer::drain`](crate::HerdServer::drain))
+    /// may wait for the answers to commands already received (default
+    /// [`DEFAULT_DRAIN_TIMEOUT`]). When it passes, the connections still
+    /// open are closed without their missing answers, and that is logged.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -149,6 +158,7 @@ impl Default for ServerOptions {
             iamat_rate: DEFAULT_IAMAT_RATE,
             new_client_rate: DEFAULT_NEW_CLIENT_RATE,
             rate_table_size: DEFAULT_RATE_TABLE_SIZE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -175,6 +185,7 @@ impl fmt::Debug for ServerOptions {
             .field("iamat_rate", &self.iamat_rate)
             .field("new_client_rate", &self.new_client_rate)
             .field("rate_table_size", &self.rate_table_size)
+            .field("drain_timeout", &self.drain_timeout)
             .finish_non_exhaustive()
     }
 }

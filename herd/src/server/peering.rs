@@ -2,11 +2,16 @@
 //! and a `PEER <name>` claim both switch to mutual TLS, and the connection
 //! becomes a link only when the certificate names that neighbour.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use gyre_protocols::tls::{start_tls_server, StartTls, TlsTransport};
+use gyre_protocols::tls::{
+    certificate_serial, start_tls_server, ClientConfig, ServerConfig, StartTls, TlsTransport,
+};
 use gyre_protocols::LineContext;
+use rustls_pki_types::CertificateDer;
 
 use super::conn::{Conn, Role};
 #[cfg(doc)]
@@ -15,7 +20,7 @@ use super::options::LINK_LINE_SLACK;
 use super::state::Server;
 use crate::command;
 use crate::log::escape;
-use crate::pki::{HerdCa, PeerTls};
+use crate::pki::{HerdCa, PeerCredentials, PeerSide, PeerTls};
 
 impl Server {
     /// Calls [`verified`](Self::verified) when the TLS handshake of a link
@@ -30,17 +35,30 @@ impl Server {
         let server = self.me.clone();
         let watched = Rc::downgrade(conn);
         let t = transport.clone();
+        // The credentials this handshake started with.
+        let generation = match &self.peer_links {
+            PeerLinks::Verified(creds) => creds.generation(),
+            PeerLinks::Insecure => 0,
+        };
         drop(tls.handshake_done().add_both(move |outcome| {
             let (Some(server), Some(conn)) = (server.upgrade(), watched.upgrade()) else {
                 return Ok(());
             };
             match outcome {
                 Ok(()) => {
-                    let names = t
-                        .backend::<TlsTransport>()
-                        .and_then(TlsTransport::peer_dns_names)
+                    let tls = t.backend::<TlsTransport>();
+                    let names = tls
+                        .as_ref()
+                        .and_then(|tls| tls.peer_dns_names())
                         .unwrap_or_default();
-                    server.verified(&conn, &names);
+                    let chain = tls
+                        .and_then(|tls| tls.peer_certificates())
+                        .unwrap_or_default();
+                    if server.reloaded_since(&conn, generation, &chain) {
+                        conn.close();
+                        return Ok(());
+                    }
+                    server.verified(&conn, &names, &chain);
                 }
                 Err(failure) => server.log.entry(format_args!(
                     "link with {} not verified: {failure}",
@@ -51,11 +69,51 @@ impl Server {
         }));
     }
 
+    /// Whether the credentials were reloaded while the TLS handshake of
+    /// `conn` (begun under credentials `generation`) was under way and its
+    /// peer's `chain` does not verify under the new ones: then it must not
+    /// become a link (logged; the caller closes it).
+    fn reloaded_since(
+        &self,
+        conn: &Rc<Conn>,
+        generation: u64,
+        chain: &[CertificateDer<'static>],
+    ) -> bool {
+        let PeerLinks::Verified(creds) = &self.peer_links else {
+            return false;
+        };
+        if creds.generation() == generation {
+            return false;
+        }
+        let (neighbour, side) = match &*conn.role.borrow() {
+            Role::Verifying {
+                neighbour, dialled, ..
+            } => (neighbour.clone(), PeerSide::of(*dialled)),
+            _ => return false,
+        };
+        match creds.current().verify_peer(chain, &neighbour, side) {
+            Ok(()) => false,
+            Err(e) => {
+                self.log.entry(format_args!(
+                    "link with {} not verified: the peer TLS credentials were reloaded during its handshake and its certificate does not verify under them: {e}",
+                    conn.describe_peer()
+                ));
+                true
+            }
+        }
+    }
+
     /// The TLS handshake of a link being verified is done: the peer holds
-    /// a key whose certificate chains to the herd CA, and `names` are the
-    /// names in it. It becomes the link if they include, exactly, the
-    /// neighbour it must be; otherwise it is refused and closed.
-    pub(super) fn verified(&self, conn: &Rc<Conn>, names: &[String]) {
+    /// a key whose certificate (`chain`, leaf first) chains to the herd CA,
+    /// and `names` are the names in it. It becomes the link if they
+    /// include, exactly, the neighbour it must be; otherwise it is refused
+    /// and closed.
+    pub(super) fn verified(
+        &self,
+        conn: &Rc<Conn>,
+        names: &[String],
+        chain: &[CertificateDer<'static>],
+    ) {
         let (neighbour, dialled, line) = match &*conn.role.borrow() {
             Role::Verifying {
                 neighbour,
@@ -68,8 +126,12 @@ impl Server {
             return;
         }
         if names.contains(&neighbour) {
+            let serial = chain
+                .first()
+                .and_then(|leaf| certificate_serial(leaf).ok())
+                .unwrap_or_else(|| "unknown".to_string());
             self.log.entry(format_args!(
-                "verified neighbour {neighbour} at {} by its certificate",
+                "verified neighbour {neighbour} at {} by its certificate (serial {serial})",
                 conn.peer
             ));
             *conn.role.borrow_mut() = Role::Link {
@@ -175,16 +237,73 @@ pub(crate) type HerdProtocol = StartTls;
 /// How a server authenticates its links, resolved from
 /// [`ServerOptions::peer_tls`] at start-up.
 pub(crate) enum PeerLinks {
-    /// Mutual TLS with these credentials.
-    Verified(crate::pki::PeerCredentials),
+    /// Mutual TLS with these credentials (replaced by a reload).
+    Verified(CurrentCredentials),
     /// `PEER <name>` is believed.
     Insecure,
+}
+
+/// A server's peer TLS credentials now: every new handshake, dialled or
+/// accepted, takes its configuration from here, so a reload (see
+/// `reload.rs`) applies to every handshake that starts after it.
+pub(crate) struct CurrentCredentials {
+    current: RefCell<PeerCredentials>,
+    /// How many times they were replaced.
+    generation: Cell<u64>,
+}
+
+impl CurrentCredentials {
+    fn new(creds: PeerCredentials) -> CurrentCredentials {
+        CurrentCredentials {
+            current: RefCell::new(creds),
+            generation: Cell::new(0),
+        }
+    }
+
+    /// The credentials now.
+    pub(crate) fn current(&self) -> PeerCredentials {
+        self.current.borrow().clone()
+    }
+
+    /// How many times they were replaced.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Replaces them.
+    pub(super) fn replace(&self, creds: PeerCredentials) {
+        *self.current.borrow_mut() = creds;
+        self.generation.set(self.generation.get() + 1);
+    }
+
+    /// The TLS client configuration of a link dialled now.
+    pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
+        self.current.borrow().client_config()
+    }
+
+    /// The TLS server configuration of a link accepted now.
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.borrow().server_config()
+    }
+}
+
+impl PeerSide {
+    /// The side a neighbour played on a link we `dialled` (or not).
+    pub(super) fn of(dialled: bool) -> PeerSide {
+        if dialled {
+            PeerSide::Server
+        } else {
+            PeerSide::Client
+        }
+    }
 }
 
 impl PeerLinks {
     pub(super) fn for_server(name: &str, tls: &PeerTls) -> io::Result<PeerLinks> {
         Ok(match tls {
-            PeerTls::Verified(creds) if creds.name() == name => PeerLinks::Verified(creds.clone()),
+            PeerTls::Verified(creds) if creds.name() == name => {
+                PeerLinks::Verified(CurrentCredentials::new(creds.clone()))
+            }
             PeerTls::Verified(creds) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -194,7 +313,9 @@ impl PeerLinks {
                     ),
                 ))
             }
-            PeerTls::InProcess => PeerLinks::Verified(HerdCa::in_process()?.credentials(name)?),
+            PeerTls::InProcess => PeerLinks::Verified(CurrentCredentials::new(
+                HerdCa::in_process()?.credentials(name)?,
+            )),
             PeerTls::Insecure => PeerLinks::Insecure,
         })
     }

@@ -1,6 +1,7 @@
 //! The state a server shares with its connections, links and timers, and
 //! a connection's life cycle in it: admission against the connection
-//! limits, start, idle time-out, loss, and the server's stop.
+//! limits, start, idle time-out, loss, and the server's stop. The server's
+//! own life is a [`Life`]: running, draining (`drain.rs`), stopped.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -13,6 +14,7 @@ use gyre_protocols::LineReceiver;
 use gyre_reactor::{ConnectionLost, ListeningPort, Reactor};
 
 use super::conn::{Conn, Role};
+use super::drain::Drain;
 use super::handler::ConnHandler;
 use super::lookup::PlacesLookup;
 use super::options::{ServerOptions, LINK_LINE_SLACK};
@@ -44,7 +46,8 @@ pub(crate) struct Server {
     /// Every open connection, by id (to close them on `stop`).
     pub(super) conns: RefCell<HashMap<u64, Rc<Conn>>>,
     pub(super) next_conn: Cell<u64>,
-    pub(super) stopped: Cell<bool>,
+    /// Running, draining or stopped.
+    pub(super) life: RefCell<Life>,
     /// Accepted connections against the connection limits.
     pub(super) limits: RefCell<ConnectionLimits>,
     /// The per-address IAMAT rate limits.
@@ -52,9 +55,27 @@ pub(crate) struct Server {
     pub(super) me: Weak<Server>,
 }
 
+/// Where a server is in its life. It only moves forward.
+pub(super) enum Life {
+    /// Accepting, dialling neighbours, reading commands.
+    Running,
+    /// A graceful stop (see `drain.rs`): no longer accepting, dialling or
+    /// reading; answering the commands already received.
+    Draining(Drain),
+    /// Every connection closed (or closing); nothing more happens.
+    Stopped,
+}
+
 impl Server {
+    /// Whether the server stopped serving: stopped, or draining. Either
+    /// way it accepts nothing, dials nothing and reads no new command.
     pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.get()
+        !self.is_running()
+    }
+
+    /// Whether it is running (not draining, not stopped).
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(*self.life.borrow(), Life::Running)
     }
 
     pub(crate) fn weak(&self) -> Weak<Server> {
@@ -62,9 +83,12 @@ impl Server {
     }
 
     pub(super) fn stop(&self) {
-        if self.stopped.replace(true) {
-            return;
-        }
+        let was = std::mem::replace(&mut *self.life.borrow_mut(), Life::Stopped);
+        let drain = match was {
+            Life::Stopped => return,
+            Life::Running => None,
+            Life::Draining(drain) => Some(drain),
+        };
         if let Some(port) = self.port.borrow_mut().take() {
             drop(port.stop_listening());
         }
@@ -80,12 +104,17 @@ impl Server {
         // Break the server → port → factory → server cycle. (The caller,
         // a `HerdServer`, still holds the server, so `self` stays valid.)
         let me = self.accept_slot.borrow_mut().take();
+        // Whoever waits for a drain hears that it ended (last: its
+        // callbacks may call anything).
+        if let Some(drain) = drain {
+            drain.ended();
+        }
         drop(me);
     }
 
     /// A protocol for a connection a client or neighbour opened.
     pub(super) fn accept(&self, peer: SocketAddr) -> Option<HerdProtocol> {
-        if self.stopped.get() {
+        if !self.is_running() {
             return None;
         }
         let protocol = self.new_protocol(peer, Role::Client);
@@ -140,7 +169,7 @@ impl Server {
                 conn.peer.ip()
             ));
         }
-        if released.resume && !self.stopped.get() {
+        if released.resume && self.is_running() {
             let total = self.limits.borrow().total();
             if let Some(port) = self.port.borrow().as_ref() {
                 port.resume_accepting();
@@ -189,7 +218,7 @@ impl Server {
     }
 
     pub(super) fn connection_made(&self, conn: &Rc<Conn>) {
-        if self.stopped.get() {
+        if !self.is_running() {
             conn.close();
             return;
         }
@@ -324,5 +353,6 @@ impl Server {
                 self.links.unregister(self, conn, &neighbour);
             }
         }
+        self.check_drained();
     }
 }

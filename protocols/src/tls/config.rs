@@ -410,3 +410,29 @@ pub fn certificate_dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, T
         })
         .unwrap_or_default())
 }
+
+/// A certificate's serial number, as colon-separated lowercase hex bytes
+/// (`"3f:09:a1"`, the form `openssl x509 -serial` prints without colons),
+/// to tell certificates apart in logs. An error if the certificate cannot
+/// be parsed. Like [`certificate_dns_names`], it says nothing about trust.
+///
+/// ```
+/// use gyre_protocols::tls::{certificate_serial, CertificateDer, TlsErrorKind};
+///
+/// let err = certificate_serial(&CertificateDer::from(vec![1, 2, 3])).unwrap_err();
+/// assert_eq!(err.kind(), TlsErrorKind::Certificate);
+/// ```
+pub fn certificate_serial(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+        TlsError::new(
+            TlsErrorKind::Certificate,
+            format!("malformed certificate: {e}"),
+        )
+    })?;
+    let hex: Vec<String> = parsed
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(hex.join(":"))
+}

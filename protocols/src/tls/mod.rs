@@ -7,7 +7,7 @@
 //!   (client certificates required, verified against your CA) and
 //!   [`mutual_tls_client_config`] (presents one), and the verified peer's
 //!   names through [`TlsTransport::peer_dns_names`] /
-//!   [`certificate_dns_names`]; PEM through [`parse_certs_pem`] and [`parse_key_pem`].
+//!   [`certificate_dns_names`] (and [`certificate_serial`], for logs); PEM through [`parse_certs_pem`] and [`parse_key_pem`].
 //!   All use rustls's ring provider (never a process-wide default); hostname
 //!   verification and SNI are always on; ALPN is a parameter.
 //! - [`connect_tls`] and [`listen_tls`]: TLS clients and servers on the
@@ -84,9 +84,9 @@ mod protocol;
 mod session;
 
 pub use config::{
-    certificate_dns_names, client_config, client_config_from_pem_file, client_config_with_roots,
-    mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem, parse_key_pem,
-    server_config, server_config_from_der, TlsError, TlsErrorKind,
+    certificate_dns_names, certificate_serial, client_config, client_config_from_pem_file,
+    client_config_with_roots, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem,
+    parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
 pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};
