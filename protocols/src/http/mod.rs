@@ -35,7 +35,7 @@ pub mod parser;
 mod url;
 
 pub use client::{
-    default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig,
+    default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig, HTTP_11_ALPN,
     DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_MAX_RESOLVING, DEFAULT_MAX_WAITING_PER_HOST,
 };
 pub use error::HttpError;
