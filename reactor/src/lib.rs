@@ -69,6 +69,7 @@ compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit m
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod block_on;
 pub mod clock;
 mod connector;
 mod core;
