@@ -6,6 +6,8 @@
 //!   connection model.
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
 //! - [`clock`]: timers on a real or a manual clock.
+//! - [`IdleTimeout`]: closes any protocol's connection after a period
+//!   without data (Twisted's `TimeoutMixin`).
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
 //!
 //! A reactor is passed explicitly; there is no global one. Several may live
@@ -75,6 +77,7 @@ mod connector;
 mod core;
 pub mod defer;
 mod factory;
+mod idle;
 mod listener;
 mod perturb;
 mod protocol;
@@ -91,6 +94,7 @@ pub use crate::core::{
 };
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
+pub use idle::{IdleHandle, IdleTimeout};
 pub use listener::{
     ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
     DEFAULT_EXHAUSTION_BACKOFF_MAX,
