@@ -8,6 +8,8 @@
 //! - [`clock`]: timers on a real or a manual clock.
 //! - [`IdleTimeout`]: closes any protocol's connection after a period
 //!   without data (Twisted's `TimeoutMixin`).
+//! - [`splice`](mod@splice): two connections proxied both ways, with
+//!   backpressure and half-close; a [`Transport`] is a [`Producer`].
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
 //!
 //! A reactor is passed explicitly; there is no global one. Several may live
@@ -83,6 +85,7 @@ mod perturb;
 mod protocol;
 mod reconnect;
 mod signals;
+pub mod splice;
 mod tcp;
 pub mod testing;
 mod threads;
@@ -101,6 +104,7 @@ pub use listener::{
 };
 pub use protocol::{ConnectionLost, Factory, Producer, Protocol};
 pub use reconnect::{Reconnect, ReconnectingClientFactory};
+pub use splice::{splice, splice_with_limits, Splice, SpliceEnd, SpliceStats};
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
