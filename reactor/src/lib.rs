@@ -75,6 +75,7 @@ pub struct ReadmeDoctests;
 
 mod block_on;
 pub mod clock;
+pub mod connect_host;
 mod connector;
 mod core;
 pub mod defer;
