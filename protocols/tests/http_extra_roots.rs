@@ -79,8 +79,13 @@ fn extra_roots_are_trusted_and_alpn_stays_http_1_1() {
     // The default configuration does not trust the test CA, and says so.
     let plain = HttpClient::new(&reactor);
     let refused = plain.get(&url);
-    wait(&reactor, "the untrusted request to fail", || refused.called());
-    let failure = refused.take_result().expect("fired").expect_err("untrusted");
+    wait(&reactor, "the untrusted request to fail", || {
+        refused.called()
+    });
+    let failure = refused
+        .take_result()
+        .expect("fired")
+        .expect_err("untrusted");
     let msg = failure.describe();
     assert!(msg.contains("UnknownIssuer"), "{msg}");
     assert!(msg.contains(HINT_UNKNOWN_ISSUER), "{msg}");

@@ -106,7 +106,9 @@ fn a_trickling_client_stays_and_an_idle_one_is_closed() {
         conns.borrow().len() == 1
     });
     let mut idler = TcpStream::connect(addr).expect("connect");
-    wait(&reactor, "the idler's connection", || conns.borrow().len() == 2);
+    wait(&reactor, "the idler's connection", || {
+        conns.borrow().len() == 2
+    });
     let (trickling, idle) = {
         let conns = conns.borrow();
         (Rc::clone(&conns[0]), Rc::clone(&conns[1]))
@@ -144,9 +146,13 @@ fn a_trickling_client_stays_and_an_idle_one_is_closed() {
 
     // The trickler stops: one period later it is closed too.
     manual.advance(PERIOD);
-    wait(&reactor, "the trickler's time-out", || is_closing(&trickling));
+    wait(&reactor, "the trickler's time-out", || {
+        is_closing(&trickling)
+    });
     // The time-out ran inside `advance`: let the loop flush its close.
     reactor.iterate(Some(Duration::ZERO)).expect("iterate");
-    trickler.set_read_timeout(Some(BOUND)).expect("read timeout");
+    trickler
+        .set_read_timeout(Some(BOUND))
+        .expect("read timeout");
     assert_eq!(trickler.read(&mut buf).expect("EOF"), 0);
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use certs::{TestCa, TestCert};
 use gyre_protocols::tls::{
     client_config_with_roots, connect_tls_protocol, listen_tls, server_config, CertificateDer,
-    ServerConfig, HINT_BAD_SIGNATURE, HINT_CA_USED_AS_END_ENTITY, HINT_NAME_MISMATCH, HINT_UNKNOWN_ISSUER,
+    ServerConfig, HINT_BAD_SIGNATURE, HINT_CA_USED_AS_END_ENTITY, HINT_NAME_MISMATCH,
+    HINT_UNKNOWN_ISSUER,
 };
 use gyre_reactor::{factory_fn, Protocol, Transport};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
@@ -31,8 +32,8 @@ impl Protocol for Quiet {
 /// trusting only `roots`; returns the client's error message.
 fn handshake_error(server: Arc<ServerConfig>, roots: &[CertificateDer<'static>]) -> String {
     let reactor = reactor();
-    let port = listen_tls(&reactor, any_port(), server, factory_fn(|_| Some(Quiet)))
-        .expect("listen_tls");
+    let port =
+        listen_tls(&reactor, any_port(), server, factory_fn(|_| Some(Quiet))).expect("listen_tls");
     let client = client_config_with_roots(roots, &[]).expect("client config");
     let d = connect_tls_protocol(
         &reactor,

@@ -157,7 +157,10 @@ impl<F: ClientFactory> ClientFactory for Trial<F> {
     fn client_connection_failed(&mut self, connector: &Connector, reason: &io::Error) {
         let addr = connector.destination();
         log::debug!("connect to {addr} failed: {reason}; trying the next address");
-        self.run.errors.borrow_mut().push(format!("{addr}: {reason}"));
+        self.run
+            .errors
+            .borrow_mut()
+            .push(format!("{addr}: {reason}"));
         if self.run.phase.get() != Phase::Trying {
             return;
         }
@@ -300,12 +303,7 @@ impl Reactor {
         d
     }
 
-    fn new_run<F: ClientFactory>(
-        &self,
-        factory: F,
-        timeout: Duration,
-        phase: Phase,
-    ) -> Rc<Run<F>> {
+    fn new_run<F: ClientFactory>(&self, factory: F, timeout: Duration, phase: Phase) -> Rc<Run<F>> {
         Rc::new_cyclic(|me| Run {
             reactor: Rc::downgrade(&self.inner),
             factory: Rc::new(RefCell::new(factory)),

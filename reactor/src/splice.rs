@@ -141,9 +141,7 @@ impl Shared {
     }
 
     fn is_done(&self) -> bool {
-        self.ends
-            .iter()
-            .all(|e| matches!(*e.borrow(), End::Closed))
+        self.ends.iter().all(|e| matches!(*e.borrow(), End::Closed))
     }
 
     /// Fires the `done` Deferreds once both ends are closed.

@@ -80,9 +80,15 @@ fn connect_tcp_addrs_names_every_failure() {
     let failure = d.take_result().unwrap().expect_err("nothing listens");
     let error = failure.downcast_ref::<io::Error>().expect("an io::Error");
     let msg = error.to_string();
-    assert!(msg.contains(&a.to_string()) && msg.contains(&b.to_string()), "{msg}");
+    assert!(
+        msg.contains(&a.to_string()) && msg.contains(&b.to_string()),
+        "{msg}"
+    );
     assert_eq!(log.borrow().started, 2);
-    assert!(log.borrow().failed.is_empty(), "reported once, by the Deferred");
+    assert!(
+        log.borrow().failed.is_empty(),
+        "reported once, by the Deferred"
+    );
 
     let (factory, _log) = test_client(|| Some(common::Echo::default()));
     let none: Vec<SocketAddr> = Vec::new();
@@ -113,9 +119,7 @@ fn cancelling_connect_tcp_host_tries_nothing() {
     // it must not start an attempt.
     let lookup = reactor.resolve("localhost", 1);
     wait(&reactor, "another lookup", || lookup.called());
-    reactor
-        .iterate(Some(Duration::ZERO))
-        .expect("iterate");
+    reactor.iterate(Some(Duration::ZERO)).expect("iterate");
     assert_eq!(log.borrow().started, 0);
     assert_eq!(reactor.stats().accepted, 0);
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use gyre_reactor::clock::ManualClock;
 use gyre_reactor::defer::{
     ensure_deferred, run_pending, succeed, timeout, Cancelled, Deferred, DeferredLock,
-    DeferredQueue, DeferredSemaphore, Failure, NotAcquired, Outcome, QueueOverflow,
-    QueueUnderflow, TimedOut, ZeroTokens,
+    DeferredQueue, DeferredSemaphore, Failure, NotAcquired, Outcome, QueueOverflow, QueueUnderflow,
+    TimedOut, ZeroTokens,
 };
 
 /// Twisted's `self.counter` and `_incr`.
@@ -106,7 +106,11 @@ fn test_lock() {
         Ok(())
     });
     d.cancel();
-    assert!(failed.borrow().as_ref().expect("errback ran").is::<Cancelled>());
+    assert!(failed
+        .borrow()
+        .as_ref()
+        .expect("errback ran")
+        .is::<Cancelled>());
 
     lock.release().unwrap();
     assert!(!lock.locked(), "the cancelled waiter did not get the lock");

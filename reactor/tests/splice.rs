@@ -181,7 +181,11 @@ fn splice_moves_500_mb_each_way_with_bounded_buffers() {
     let pattern = pattern();
 
     let server_state: Rc<RefCell<Option<Rc<PumpState>>>> = Rc::default();
-    let (ss, r, p) = (Rc::clone(&server_state), reactor.clone(), Rc::clone(&pattern));
+    let (ss, r, p) = (
+        Rc::clone(&server_state),
+        reactor.clone(),
+        Rc::clone(&pattern),
+    );
     let server = reactor
         .listen_tcp(
             any_port(),
@@ -321,7 +325,10 @@ fn splice_propagates_a_half_close() {
         "the server saw all the data, then the client's EOF"
     );
     let seen = seen.borrow();
-    assert_eq!(seen.data, b"HELLO THROUGH THE PROXY", "answered after the half-close");
+    assert_eq!(
+        seen.data, b"HELLO THROUGH THE PROXY",
+        "answered after the half-close"
+    );
     assert_eq!(seen.eofs, 1, "the server's close reached the client as EOF");
     assert!(seen.lost[0].is_clean(), "{:?}", seen.lost[0]);
 
@@ -337,10 +344,7 @@ fn splice_aborts_the_other_side_on_a_reset() {
     let (server_proto, server_seen) = Recorder::new(false);
     let slot = RefCell::new(Some(server_proto));
     let server = reactor
-        .listen_tcp(
-            any_port(),
-            factory_fn(move |_| slot.borrow_mut().take()),
-        )
+        .listen_tcp(any_port(), factory_fn(move |_| slot.borrow_mut().take()))
         .expect("listen");
     let (proxy_port, splices) = proxy(&reactor, server.local_addr());
     let (client, client_seen) = Recorder::new(false);

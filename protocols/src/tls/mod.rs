@@ -93,8 +93,8 @@ pub use config::{
     server_config, server_config_from_der, TlsError, TlsErrorKind,
 };
 pub use hint::{
-    hint, HINT_BAD_SIGNATURE, HINT_CA_USED_AS_END_ENTITY, HINT_EXPIRED, HINT_NAME_MISMATCH, HINT_PEER_REJECTED,
-    HINT_UNKNOWN_ISSUER,
+    hint, HINT_BAD_SIGNATURE, HINT_CA_USED_AS_END_ENTITY, HINT_EXPIRED, HINT_NAME_MISMATCH,
+    HINT_PEER_REJECTED, HINT_UNKNOWN_ISSUER,
 };
 pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};

@@ -79,12 +79,12 @@ mod tests;
 pub use deferred::{fail, maybe_deferred, succeed, AlreadyConsumed, Deferred, Outcome, Resolver};
 pub use failure::{panic_message, AlreadyCalled, Cancelled, Failure, Message, Panicked, TimedOut};
 pub use list::{gather_results, race, DeferredList, FailureGroup, FirstError};
-pub use retry::{retry, Backoff, BackoffState};
-pub use runner::{has_pending, run_pending};
-pub use task::ensure_deferred;
 pub use lock::{DeferredLock, DeferredSemaphore, NotAcquired, ZeroTokens};
 pub use queue::{
     DeferredQueue, QueueOverflow, QueueUnderflow, DEFAULT_QUEUE_BACKLOG, DEFAULT_QUEUE_SIZE,
 };
+pub use retry::{retry, Backoff, BackoffState};
+pub use runner::{has_pending, run_pending};
+pub use task::ensure_deferred;
 pub use time::{defer_later, sleep, LoopingCall, LoopingCallError};
 pub use timeout::{timeout, Timeout};

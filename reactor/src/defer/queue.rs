@@ -143,7 +143,9 @@ impl<T: 'static> DeferredQueue<T> {
                 None => {
                     let size = state.size;
                     drop(state);
-                    self.refused(format_args!("put refused: the queue is full ({size} items)"));
+                    self.refused(format_args!(
+                        "put refused: the queue is full ({size} items)"
+                    ));
                     return Err(QueueOverflow { size });
                 }
             }
