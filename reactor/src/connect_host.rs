@@ -181,7 +181,7 @@ impl<F: ClientFactory> ClientFactory for Trial<F> {
 impl Reactor {
     /// Resolves `host` on the thread pool and connects to its addresses
     /// one at a time until one connects (no happy eyeballs: see the
-    /// [module docs](crate::connect_host)). Fires with the [`Connector`]
+    /// [module docs](mod@crate::connect_host)). Fires with the [`Connector`]
     /// that connected, once its protocol's `connection_made` has run;
     /// fails with an error naming every address tried.
     ///

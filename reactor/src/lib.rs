@@ -80,7 +80,7 @@ mod connector;
 mod core;
 pub mod defer;
 mod factory;
-mod idle;
+pub mod idle;
 mod listener;
 mod perturb;
 mod protocol;

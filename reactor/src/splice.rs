@@ -23,7 +23,7 @@
 //! - **Backpressure**: each end's transport is the producer of the other's
 //!   write buffer, so a slow reader on one side pauses reading on the
 //!   other. A write buffer holds at most its high-water mark (default
-//!   [`DEFAULT_HIGH_WATER`](crate::DEFAULT_HIGH_WATER), set with
+//!   [`DEFAULT_HIGH_WATER`], set with
 //!   [`splice_with_limits`]) plus one read (64 KiB for TCP); the
 //!   largest seen is [`SpliceStats::max_buffered`].
 //! - **Half-close**: an end of stream on one side shuts the write side of
@@ -52,7 +52,7 @@ use crate::transport::{Transport, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 
 /// A transport paused and resumed as a producer pauses and resumes its
 /// reading; stopping it loses the connection (see the
-/// [module docs](crate::splice)).
+/// [module docs](mod@crate::splice)).
 ///
 /// ```
 /// use gyre_reactor::testing::StringTransport;
@@ -159,7 +159,7 @@ impl Shared {
 
 /// Two protocols that proxy between their connections, and the handle on
 /// them, with the default write-buffer marks. See the
-/// [module docs](crate::splice) for the rules.
+/// [module docs](mod@crate::splice) for the rules.
 ///
 /// ```no_run
 /// use gyre_reactor::{factory_fn, splice, Reactor};

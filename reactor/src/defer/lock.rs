@@ -13,7 +13,7 @@
 //!   ([`NotAcquired`]), not a panic.
 //! - `run(f)` acquires, calls `f` (which returns a Deferred), and releases
 //!   when that Deferred fires, either way; a panic in `f` releases too and
-//!   becomes a [`Panicked`](super::Panicked) failure.
+//!   becomes a [`Panicked`] failure.
 //! - Cancelling a waiting `acquire`'s Deferred removes the waiter: it fails
 //!   with [`Cancelled`](super::Cancelled) and never gets a token.
 //!   Cancelling one that has fired does nothing (the token is held until

@@ -65,8 +65,8 @@
 mod deferred;
 mod failure;
 mod list;
-mod lock;
-mod queue;
+pub mod lock;
+pub mod queue;
 mod retry;
 pub(crate) mod runner;
 mod task;
