@@ -37,7 +37,7 @@ impl Reactor {
     ///     sleep(&clock, Duration::from_millis(1)).await?;
     ///     Ok::<_, Failure>(42)
     /// })?;
-    /// assert_eq!(answer?, 42);
+    /// assert_eq!(answer.map_err(|f| f.to_string())?, 42);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn block_on<F>(&self, future: F) -> Result<F::Output, ReactorError>

@@ -186,7 +186,7 @@ impl Reactor {
     /// fails with an error naming every address tried.
     ///
     /// ```no_run
-    /// use gyre_reactor::{factory_fn, ClientFactory, Factory, Protocol, Reactor, Transport};
+    /// use gyre_reactor::{ClientFactory, Factory, Protocol, Reactor, Transport};
     /// use std::{net::SocketAddr, time::Duration};
     ///
     /// struct Hello;
@@ -203,7 +203,7 @@ impl Reactor {
     ///
     /// let reactor = Reactor::new()?;
     /// let d = reactor.connect_tcp_host("localhost", 7000, HelloFactory, Duration::from_secs(5));
-    /// let connector = reactor.block_on(d)??;
+    /// let connector = reactor.block_on(d)?.map_err(|f| f.to_string())?;
     /// println!("connected to {}", connector.destination());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -257,23 +257,29 @@ impl Reactor {
     /// An empty list fails at once (`InvalidInput`).
     ///
     /// ```
-    /// use gyre_reactor::{factory_fn, Protocol, Reactor};
-    /// use std::time::Duration;
+    /// use gyre_reactor::{factory_fn, ClientFactory, Factory, Protocol, Reactor};
+    /// use std::{net::SocketAddr, time::Duration};
     ///
     /// struct Quiet;
     /// impl Protocol for Quiet {
     ///     fn data_received(&mut self, _: &[u8]) {}
     /// }
+    /// struct QuietClient;
+    /// impl Factory for QuietClient {
+    ///     type Protocol = Quiet;
+    ///     fn build_protocol(&mut self, _: SocketAddr) -> Option<Quiet> { Some(Quiet) }
+    /// }
+    /// impl ClientFactory for QuietClient {}
     ///
     /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
     /// let port = reactor.listen_tcp("127.0.0.1:0".parse()?, factory_fn(|_| Some(Quiet)))?;
     /// let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?; // dropped: refuses
     /// let d = reactor.connect_tcp_addrs(
     ///     vec![closed, port.local_addr()],
-    ///     factory_fn(|_| Some(Quiet)),
+    ///     QuietClient,
     ///     Duration::from_secs(5),
     /// );
-    /// let connector = reactor.block_on(d)??;
+    /// let connector = reactor.block_on(d)?.map_err(|f| f.to_string())?;
     /// assert_eq!(connector.destination(), port.local_addr());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -298,7 +298,7 @@ impl fmt::Debug for DeferredLock {
 /// assert_eq!(sem.tokens(), 0);
 /// first_done.callback(()).unwrap();
 /// assert!(a.called());
-/// assert_eq!(sem.tokens(), 0, "the third run still holds one");
+/// assert_eq!(sem.tokens(), 1, "the third run still holds the other");
 /// ```
 #[derive(Clone)]
 pub struct DeferredSemaphore {
