@@ -13,6 +13,13 @@
 //! sink when it is released, so half-closed TCP conversations work. A side
 //! lost in error (or aborted) aborts the other side; a side closed cleanly
 //! lets the other flow finish.
+//!
+//! Why not `gyre::reactor::splice`: a splice writes each read to the other
+//! side as it comes, while here the toxics sit between the read and the
+//! write (delaying, slicing, dropping, resetting, with a queue of their own
+//! that also pauses the source). The transport-as-producer half of it
+//! would fit ([`SinkGate`] could be the source transport itself), but the
+//! flow control also has to count the toxic queue, so the gate stays.
 
 use std::cell::RefCell;
 use std::io;

@@ -756,6 +756,40 @@ impl LineControl {
         }
     }
 
+    /// Closes the connection from outside a hook (a timer, a Deferred
+    /// callback, another connection): answers already written are flushed
+    /// first, then the connection closes ([`Transport::lose_connection`]);
+    /// no further line is delivered. Does nothing before `connection_made`,
+    /// after the receiver is dropped, or on a connection already closing.
+    ///
+    /// ```
+    /// use gyre_protocols::line::{LineContext, LineHandler, LineReceiver};
+    /// use gyre_reactor::testing::StringTransport;
+    /// use gyre_reactor::Protocol;
+    ///
+    /// struct Answer;
+    /// impl LineHandler for Answer {
+    ///     fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+    ///         ctx.send_line(line);
+    ///     }
+    /// }
+    ///
+    /// let st = StringTransport::new();
+    /// let mut proto = LineReceiver::new(Answer);
+    /// let control = proto.control();
+    /// proto.connection_made(st.transport());
+    /// proto.data_received(b"last words\r\n");
+    /// control.lose_connection(); // e.g. from a shutdown timer
+    /// proto.data_received(b"too late\r\n");
+    /// assert_eq!(st.value(), b"last words\r\n");
+    /// assert!(st.disconnecting());
+    /// ```
+    pub fn lose_connection(&self) {
+        if let Some(transport) = self.transport() {
+            transport.lose_connection();
+        }
+    }
+
     /// The transport, once connected.
     pub fn transport(&self) -> Option<Transport> {
         self.target

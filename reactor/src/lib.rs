@@ -11,6 +11,10 @@
 //!   connection model.
 //! - [`defer`]: Deferreds, typed callback chains that are also futures.
 //! - [`clock`]: timers on a real or a manual clock.
+//! - [`IdleTimeout`]: closes any protocol's connection after a period
+//!   without data (Twisted's `TimeoutMixin`).
+//! - [`splice`](mod@splice): two connections proxied both ways, with
+//!   backpressure and half-close; a [`Transport`] is a [`Producer`].
 //! - [`testing`]: in-memory transports for testing protocols without sockets.
 //! - [`process`]: child processes on the loop ([`Reactor::spawn_process`],
 //!   [`process::ProcessProtocol`], [`process::output`]).
@@ -89,19 +93,23 @@ compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit m
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+mod block_on;
 pub mod clock;
+pub mod connect_host;
 mod connector;
 mod core;
 pub mod defer;
 mod factory;
 pub mod fd;
 mod hooks;
+pub mod idle;
 mod listener;
 mod perturb;
 pub mod process;
 mod protocol;
 mod reconnect;
 mod signals;
+pub mod splice;
 mod tcp;
 pub mod testing;
 mod threads;
@@ -116,6 +124,7 @@ pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TI
 pub use factory::{factory_fn, FactoryRef, FnFactory};
 pub use fd::{FdHandler, FdInterest, FdWatch, WatchEnded, WatchError};
 pub use hooks::BeforeWritesId;
+pub use idle::{IdleHandle, IdleTimeout};
 pub use listener::{
     ListenOptions, ListeningPort, PortEvent, DEFAULT_EXHAUSTION_BACKOFF,
     DEFAULT_EXHAUSTION_BACKOFF_MAX,
@@ -126,6 +135,7 @@ pub use reconnect::{Reconnect, ReconnectingClientFactory};
 /// re-exported from signal-hook.
 pub use signal_hook::consts::signal;
 pub use signals::SignalHandler;
+pub use splice::{splice, splice_with_limits, Splice, SpliceEnd, SpliceStats};
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,

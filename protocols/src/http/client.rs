@@ -45,7 +45,7 @@ use super::error::HttpError;
 use super::message::{Prepared, Request, Response};
 use super::parser::{Event, Header, ParserLimits, ResponseHead, ResponseParser};
 use super::url::Scheme;
-use crate::tls::{TlsProtocol, TlsTransport};
+use crate::tls::{CertificateDer, TlsError, TlsProtocol, TlsTransport};
 
 /// Keep-alive pool settings of an [`HttpClientConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +144,56 @@ impl Default for HttpClientConfig {
     }
 }
 
+impl HttpClientConfig {
+    /// The default settings, trusting `roots` (a private or test CA) **in
+    /// addition to** Mozilla's roots, with ALPN still `http/1.1`.
+    ///
+    /// A rustls configuration built by hand for extra roots easily loses
+    /// the ALPN setting the client needs (a server that speaks several
+    /// protocols then may not pick HTTP/1.1); this builds it right. An
+    /// error if a certificate cannot be a trust anchor.
+    ///
+    /// ```no_run
+    /// use gyre_protocols::http::{HttpClient, HttpClientConfig};
+    /// use gyre_protocols::tls::parse_certs_pem;
+    /// use gyre_reactor::Reactor;
+    ///
+    /// let reactor = Reactor::new()?;
+    /// let ca = parse_certs_pem(&std::fs::read("ca.pem")?)?;
+    /// let client = HttpClient::with_config(&reactor, HttpClientConfig::with_extra_roots(&ca)?);
+    /// let response = client.get("https://service.internal:8443/health");
+    /// # drop(response);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_extra_roots(roots: &[CertificateDer<'static>]) -> Result<Self, TlsError> {
+        Ok(HttpClientConfig {
+            tls: crate::tls::client_config(roots, &[HTTP_11_ALPN])?,
+            ..HttpClientConfig::default()
+        })
+    }
+
+    /// The default settings, trusting **only** `roots` (not Mozilla's),
+    /// with ALPN `http/1.1`: for a client that talks only to services of a
+    /// private CA. An error if a certificate cannot be a trust anchor.
+    ///
+    /// ```
+    /// use gyre_protocols::http::HttpClientConfig;
+    /// use gyre_protocols::tls::CertificateDer;
+    ///
+    /// let garbage = CertificateDer::from(vec![0u8; 4]);
+    /// assert!(HttpClientConfig::with_only_roots(&[garbage]).is_err());
+    /// ```
+    pub fn with_only_roots(roots: &[CertificateDer<'static>]) -> Result<Self, TlsError> {
+        Ok(HttpClientConfig {
+            tls: crate::tls::client_config_with_roots(roots, &[HTTP_11_ALPN])?,
+            ..HttpClientConfig::default()
+        })
+    }
+}
+
+/// The ALPN protocol name the client offers: it speaks HTTP/1.1 only.
+pub const HTTP_11_ALPN: &[u8] = b"http/1.1";
+
 /// The default TLS client settings: the webpki roots, ALPN `http/1.1`.
 pub fn default_tls_config() -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -158,7 +208,7 @@ pub fn default_tls_config() -> Arc<rustls::ClientConfig> {
         Err(_) => rustls::ClientConfig::builder(),
     };
     let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![HTTP_11_ALPN.to_vec()];
     Arc::new(config)
 }
 

@@ -37,6 +37,7 @@ mod url;
 pub use client::{
     default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig,
     DEFAULT_MAX_CONNECTIONS_PER_HOST, DEFAULT_MAX_RESOLVING, DEFAULT_MAX_WAITING_PER_HOST,
+    HTTP_11_ALPN,
 };
 pub use error::HttpError;
 pub use message::{Request, Response, USER_AGENT};

@@ -500,6 +500,10 @@ impl TlsMachine {
         reason: String,
         tls_error: Option<rustls::Error>,
     ) -> Failure {
+        let reason = match &tls_error {
+            Some(e) => super::hint::with_hint(reason, e),
+            None => reason,
+        };
         let failure = Failure {
             kind,
             reason,

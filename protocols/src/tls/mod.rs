@@ -23,6 +23,9 @@
 //!   `transport.backend::<TlsTransport>()` for the negotiated ALPN protocol,
 //!   the peer's certificates, or the TCP transport.
 //!
+//! - Errors carry a plain-words hint for the common certificate mistakes
+//!   (a CA served as a leaf, a name mismatch, an unknown issuer, ...): see
+//!   [`hint`].
 //! - Memory: rustls buffers at most [`TLS_BUFFER_LIMIT`] per step, and the
 //!   layer's own buffers give back what they hold beyond
 //!   [`TLS_BUFFER_FLOOR`] once a burst has drained
@@ -78,6 +81,7 @@
 //! ```
 
 mod config;
+mod hint;
 mod machine;
 mod net;
 mod protocol;
@@ -87,6 +91,10 @@ pub use config::{
     certificate_dns_names, certificate_serial, client_config, client_config_from_pem_file,
     client_config_with_roots, mutual_tls_client_config, mutual_tls_server_config, parse_certs_pem,
     parse_key_pem, server_config, server_config_from_der, TlsError, TlsErrorKind,
+};
+pub use hint::{
+    hint, HINT_BAD_SIGNATURE, HINT_CA_USED_AS_END_ENTITY, HINT_EXPIRED, HINT_NAME_MISMATCH,
+    HINT_PEER_REJECTED, HINT_UNKNOWN_ISSUER,
 };
 pub use machine::{TLS_BUFFER_FLOOR, TLS_BUFFER_LIMIT};
 pub use net::{connect_tls, connect_tls_protocol, listen_tls, TlsClientFactory, TlsServerFactory};

@@ -13,6 +13,9 @@
 //! - [`defer_later`], [`sleep`], [`LoopingCall`]: Deferreds and the clock.
 //! - [`Backoff`], [`BackoffState`], [`retry`]: retrying with capped
 //!   exponential back-off.
+//! - [`timeout`]: a time limit for any future, on a clock.
+//! - [`DeferredLock`], [`DeferredSemaphore`], [`DeferredQueue`]: mutual
+//!   exclusion, bounded concurrency and a queue for Deferred code.
 //!
 //! Everything here is single-threaded: a Deferred lives and fires on the
 //! thread that created it.
@@ -62,10 +65,13 @@
 mod deferred;
 mod failure;
 mod list;
+pub mod lock;
+pub mod queue;
 mod retry;
 pub(crate) mod runner;
 mod task;
 mod time;
+mod timeout;
 
 #[cfg(test)]
 mod tests;
@@ -73,7 +79,12 @@ mod tests;
 pub use deferred::{fail, maybe_deferred, succeed, AlreadyConsumed, Deferred, Outcome, Resolver};
 pub use failure::{panic_message, AlreadyCalled, Cancelled, Failure, Message, Panicked, TimedOut};
 pub use list::{gather_results, race, DeferredList, FailureGroup, FirstError};
+pub use lock::{DeferredLock, DeferredSemaphore, NotAcquired, ZeroTokens};
+pub use queue::{
+    DeferredQueue, QueueOverflow, QueueUnderflow, DEFAULT_QUEUE_BACKLOG, DEFAULT_QUEUE_SIZE,
+};
 pub use retry::{retry, Backoff, BackoffState};
 pub use runner::{has_pending, run_pending};
 pub use task::ensure_deferred;
 pub use time::{defer_later, sleep, LoopingCall, LoopingCallError};
+pub use timeout::{timeout, Timeout};
