@@ -47,7 +47,9 @@ from twisted.internet import epollreactor
 epollreactor.install()
 
 from twisted.internet import protocol, reactor  # noqa: E402
+from twisted.internet.interfaces import IHalfCloseableProtocol  # noqa: E402
 from twisted.protocols.basic import LineReceiver  # noqa: E402
+from zope.interface import implementer  # noqa: E402
 
 DEFAULT_HERD = {
     "servers": [
@@ -99,8 +101,11 @@ def format_diff(ns):
     return sign + b"%d.%09d" % (secs, frac)
 
 
+@implementer(IHalfCloseableProtocol)
 class HerdProtocol(LineReceiver):
-    """One connection: a client's, or a neighbour's link."""
+    """One connection: a client's, or a neighbour's link. A client may
+    half-close: its last line (even without a line end) is answered, then
+    the connection is closed once the answers are written."""
 
     delimiter = b"\n"
     MAX_LENGTH = 64 * 1024 + 1024
@@ -126,6 +131,15 @@ class HerdProtocol(LineReceiver):
         log.info("connection %s lost: %s", self.peer, reason.getErrorMessage())
         if self.link_name is not None:
             self.factory.link_lost(self.link_name, self)
+
+    def readConnectionLost(self):
+        if self._buffer:
+            line, self._buffer = self._buffer, b""
+            self.lineReceived(line)
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
 
     def lineLengthExceeded(self, line):
         log.warning("line over %d bytes from %s: closing", self.MAX_LENGTH, self.peer)

@@ -58,7 +58,8 @@
 //!
 //! The herd limits IAMATs per source address (by default 50/s, bursts of
 //! 200). `--rotate R` (default 150, under the burst) moves a connection to
-//! a fresh loopback source address (127.1.0.1, 127.1.0.2, ...) after R
+//! a fresh loopback source address (127.x.y.z, in order from a point that
+//! differs from run to run) after R
 //! IAMATs: the old connection drains its answers and closes while the new
 //! one carries on, so a herd with its default limits is measured at full
 //! speed, at the price of one reconnection per R IAMATs. `--rotate 0`

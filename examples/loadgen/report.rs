@@ -76,6 +76,16 @@ impl Report {
         Ok(())
     }
 
+    /// The value reported under `key`.
+    #[cfg(test)]
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The `errors` value reported (0 if none was).
     pub fn errors(&self) -> u64 {
         self.pairs

@@ -35,3 +35,6 @@ pub mod net;
 pub mod target;
 pub mod whatsat;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;

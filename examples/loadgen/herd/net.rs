@@ -5,9 +5,11 @@
 //! Linux routes all of 127.0.0.0/8 to the loopback interface, so a client
 //! may bind its socket to any of those addresses before connecting: each
 //! is a different source address to the server. [`Sources`] hands them out
-//! in order from 127.1.0.1 (skipping .0 and .255 last octets, so no
-//! broadcast-looking address is used), wrapping at 127.255.255.254; a run
-//! would need millions of rotations to come back to an address.
+//! in order (skipping .0 and .255 last octets, so no broadcast-looking
+//! address is used) over 127.1.0.1 to 127.255.255.254, wrapping around,
+//! from a starting point that differs from run to run (so that a run does
+//! not meet the buckets an earlier run against the same servers emptied);
+//! a run would need millions of rotations to come back to an address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
@@ -30,8 +32,13 @@ pub struct Sources {
 impl Sources {
     /// `rotate`: IAMATs per address (0: no rotation, the OS picks).
     pub fn new(rotate: u64) -> Sources {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            ^ (std::process::id() << 12);
         Sources {
-            next: FIRST,
+            next: FIRST + seed % (LAST - FIRST),
             rotate,
             warned: false,
             used: 0,
@@ -109,6 +116,10 @@ mod tests {
         let target: SocketAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(Sources::new(0).pick(target), None);
         let mut s = Sources::new(10);
+        let first = s.pick(target).unwrap();
+        assert!(first.octets()[0] == 127 && first.octets()[1] >= 1);
+        s.next = LAST;
+        assert_eq!(s.pick(target), Some(Ipv4Addr::new(127, 255, 255, 254)));
         assert_eq!(s.pick(target), Some(Ipv4Addr::new(127, 1, 0, 1)));
         s.next = u32::from_be_bytes([127, 1, 0, 254]);
         assert_eq!(s.pick(target), Some(Ipv4Addr::new(127, 1, 0, 254)));
