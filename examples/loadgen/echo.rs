@@ -1,44 +1,6 @@
-//! A load generator for any `\n` line echo server (gyre's line_echo, the
-//! peers in benches/peers/, or your own).
-//!
-//! ```text
-//! loadgen pingpong --addr A [--count N] [--size S]
-//! loadgen pipeline --addr A [--connections C] [--depth D] [--seconds T] [--size S]
-//! loadgen accept   --addr A [--seconds T] [--connections C] [--size S]
-//! loadgen idle     --addr A [--connections C] [--wait W]
-//! common:          [--server-pid PID] [--warmup SECONDS] [--label NAME]
-//! ```
-//!
-//! - `pingpong`: one connection, closed loop, N round trips of one line;
-//!   round-trip percentiles from an HDR histogram.
-//! - `pipeline`: C connections with D lines in flight on each for T seconds
-//!   (after a warm-up); lines per second and per-line latency. Every echoed
-//!   line is checked byte for byte against what was sent (each line encodes
-//!   its connection and sequence number), and every line must come back.
-//!   The client is one thread running a mio loop, so on a 2-core machine it
-//!   needs one core and leaves the other to the server.
-//! - `accept`: C threads (default 1) each connect, send one line, read it
-//!   back and close, for T seconds; connections per second and p99.
-//! - `idle`: opens C connections (default 10,000), sends one line on each
-//!   (so the server has accepted it and built its protocol), then holds them
-//!   for W seconds and reports the server's RSS growth per connection
-//!   (needs `--server-pid`). RSS is user-space memory only: the kernel's
-//!   socket buffers (/proc/net/sockstat) and slab objects (/proc/meminfo),
-//!   host-wide and for both ends of each connection, are reported beside it.
-//!
-//! `--server-pid` adds the server's CPU time (utime + stime from
-//! /proc/PID/stat, in clock ticks, so 10 ms resolution at 100 Hz) per
-//! request and its RSS after the run. Every mode is bounded in time and
-//! count. The last line printed is a summary for scripts:
-//! `RESULT mode=pipeline lines_per_s=... p50_us=... p99_us=... cpu_us_per_req=...`
-//! (`na` where a value is unknown). Any error (refused connection, wrong or
-//! missing echo, time-out) exits with status 1.
-//!
-//! Loopback or your own test hosts only: this is a load test.
+//! The line echo modes: pingpong, pipeline, accept and idle.
 
 use std::collections::VecDeque;
-use std::error::Error;
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -46,113 +8,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 
-type BoxError = Box<dyn Error + Send + Sync>;
-type Result<T> = std::result::Result<T, BoxError>;
+use crate::cli::Options;
+use crate::report::{histogram, record, Report};
+use crate::sys::{kernel_slab_kib, kernel_tcp_kib, raise_nofile, rss_kib, CpuMeter};
+use crate::{Result, IO_TIMEOUT};
 
-/// How long any single socket operation may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-const USAGE: &str = "usage: loadgen (pingpong|pipeline|accept|idle) --addr HOST:PORT \
-[--count N] [--connections C] [--depth D] [--seconds T] [--size BYTES] \
-[--warmup SECONDS] [--wait SECONDS] [--server-pid PID] [--label NAME]";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    PingPong,
-    Pipeline,
-    Accept,
-    Idle,
-}
-
-#[derive(Debug, Clone)]
-struct Options {
-    mode: Mode,
-    addr: SocketAddr,
-    count: u64,
-    connections: Option<usize>,
-    depth: usize,
-    seconds: f64,
-    size: usize,
-    warmup: Option<f64>,
-    wait: f64,
-    server_pid: Option<u32>,
-    label: Option<String>,
-}
-
-fn parse_args(args: &[String]) -> Result<Options> {
-    let mode = match args.first().map(String::as_str) {
-        Some("pingpong") => Mode::PingPong,
-        Some("pipeline") => Mode::Pipeline,
-        Some("accept") => Mode::Accept,
-        Some("idle") => Mode::Idle,
-        Some("-h" | "--help") | None => return Err(USAGE.into()),
-        Some(other) => return Err(format!("unknown mode {other:?}\n{USAGE}").into()),
-    };
-    let mut o = Options {
-        mode,
-        addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
-        count: 20_000,
-        connections: None,
-        depth: 16,
-        seconds: 3.0,
-        size: 32,
-        warmup: None,
-        wait: 1.0,
-        server_pid: None,
-        label: None,
-    };
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
-        };
-        fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.parse()
-                .map_err(|e| format!("{flag} {v:?}: {e}\n{USAGE}").into())
-        }
-        match flag.as_str() {
-            "--addr" => o.addr = num(flag, value()?)?,
-            "--count" => o.count = num(flag, value()?)?,
-            "--connections" => o.connections = Some(num(flag, value()?)?),
-            "--depth" => o.depth = num(flag, value()?)?,
-            "--seconds" => o.seconds = num(flag, value()?)?,
-            "--size" => o.size = num(flag, value()?)?,
-            "--warmup" => o.warmup = Some(num(flag, value()?)?),
-            "--wait" => o.wait = num(flag, value()?)?,
-            "--server-pid" => o.server_pid = Some(num(flag, value()?)?),
-            "--label" => o.label = Some(value()?.clone()),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown option {other:?}\n{USAGE}").into()),
-        }
-    }
-    if !(2..=4096).contains(&o.size) {
-        return Err("--size must be 2..=4096 bytes (the newline included)".into());
-    }
-    if !(o.seconds > 0.0 && o.seconds <= 3600.0) {
-        return Err("--seconds must be in (0, 3600]".into());
-    }
-    if o.count == 0 || o.count > 100_000_000 {
-        return Err("--count must be 1..=100000000".into());
-    }
-    if o.depth == 0 || o.depth > 100_000 {
-        return Err("--depth must be 1..=100000".into());
-    }
-    if let Some(c) = o.connections {
-        if c == 0 || c > 1_000_000 {
-            return Err("--connections must be 1..=1000000".into());
-        }
-    }
-    if !(0.0..=3600.0).contains(&o.wait) || !(0.0..=3600.0).contains(&o.warmup.unwrap_or(0.0)) {
-        return Err("--wait and --warmup must be in [0, 3600]".into());
-    }
-    Ok(o)
-}
-
-// ---------------------------------------------------------------------------
 // Lines: each encodes (connection, sequence number), so an echo can be
 // checked byte for byte and a lost, duplicated or reordered line is caught.
 
@@ -210,202 +70,8 @@ impl LineMaker {
 }
 
 /// Bytes as text for error messages (print with `{:?}`).
-fn show(bytes: &[u8]) -> String {
+pub fn show(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-// ---------------------------------------------------------------------------
-// The server's CPU time and memory, from /proc.
-
-fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf only reads a configuration value; it has no
-    // memory-safety preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as u64
-    } else {
-        100
-    }
-}
-
-/// utime + stime of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
-    // The command name (field 2) may hold spaces: fields after its ')'.
-    let after = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields[0] is field 3 (state); utime is field 14, stime field 15.
-    let get = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .ok_or("short /proc/PID/stat")?
-            .parse::<u64>()
-            .map_err(|e| format!("/proc/PID/stat field: {e}").into())
-    };
-    Ok(get(11)? + get(12)?)
-}
-
-/// VmRSS of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status").into())
-}
-
-/// The kernel's TCP memory (all sockets of the host), in KiB, from
-/// /proc/net/sockstat (`TCP: ... mem PAGES`).
-fn kernel_tcp_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let line = s.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut words = line.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "mem" {
-            let pages: u64 = words.next()?.parse().ok()?;
-            // SAFETY: sysconf only reads a configuration value.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            let page = if page > 0 { page as u64 } else { 4096 };
-            return Some(pages * page / 1024);
-        }
-    }
-    None
-}
-
-/// The kernel's slab memory (socket, inode, dentry and other kernel
-/// objects of the whole host), in KiB, from /proc/meminfo.
-fn kernel_slab_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Slab:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// A process's CPU ticks at the start of a measurement.
-struct CpuMeter {
-    pid: Option<u32>,
-    start: u64,
-    since: Instant,
-}
-
-impl CpuMeter {
-    fn start(pid: Option<u32>) -> Result<CpuMeter> {
-        let start = match pid {
-            Some(pid) => cpu_ticks(pid)?,
-            None => 0,
-        };
-        Ok(CpuMeter {
-            pid,
-            start,
-            since: Instant::now(),
-        })
-    }
-
-    /// CPU seconds used since `start`, if known.
-    fn seconds(&self) -> Result<Option<f64>> {
-        let Some(pid) = self.pid else {
-            return Ok(None);
-        };
-        let ticks = cpu_ticks(pid)?.saturating_sub(self.start);
-        Ok(Some(ticks as f64 / clock_ticks_per_second() as f64))
-    }
-
-    /// How busy the process was since `start`, in percent of one core.
-    fn busy_pct(&self) -> Result<Option<f64>> {
-        let wall = self.since.elapsed().as_secs_f64();
-        Ok(self.seconds()?.map(|s| s * 100.0 / wall.max(1e-9)))
-    }
-
-    /// CPU microseconds per request since `start`, if known.
-    fn per_request(&self, requests: u64) -> Result<Option<f64>> {
-        let secs = self.seconds()?;
-        Ok(secs
-            .filter(|_| requests > 0)
-            .map(|s| s * 1e6 / requests as f64))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Reporting.
-
-fn histogram() -> Result<Histogram<u64>> {
-    // Nanoseconds, 1 ns to 1 hour, 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-        .map_err(|e| format!("histogram: {e}").into())
-}
-
-fn record(h: &mut Histogram<u64>, d: Duration) {
-    h.saturating_record(d.as_nanos().clamp(1, u64::MAX as u128) as u64);
-}
-
-fn us(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
-/// Collects `key=value` pairs for the human report and the RESULT line.
-struct Report {
-    pairs: Vec<(String, String)>,
-}
-
-impl Report {
-    fn new(o: &Options, mode: &str) -> Report {
-        let mut r = Report { pairs: Vec::new() };
-        r.put("mode", mode);
-        if let Some(label) = &o.label {
-            r.put("label", label);
-        }
-        r.put("addr", o.addr);
-        r
-    }
-
-    fn put(&mut self, key: &str, value: impl std::fmt::Display) {
-        self.pairs.push((key.to_string(), value.to_string()));
-    }
-
-    fn num(&mut self, key: &str, value: f64, decimals: usize) {
-        self.put(key, format!("{value:.decimals$}"));
-    }
-
-    fn opt(&mut self, key: &str, value: Option<f64>, decimals: usize) {
-        match value {
-            Some(v) => self.num(key, v, decimals),
-            None => self.put(key, "na"),
-        }
-    }
-
-    fn latencies(&mut self, h: &Histogram<u64>) {
-        self.num("p50_us", us(h, 0.50), 1);
-        self.num("p99_us", us(h, 0.99), 1);
-        self.num("p999_us", us(h, 0.999), 1);
-        self.num("max_us", h.max() as f64 / 1000.0, 1);
-    }
-
-    fn server_rss(&mut self, pid: Option<u32>) -> Result<()> {
-        match pid {
-            Some(pid) => self.put("server_rss_kib", rss_kib(pid)?),
-            None => self.put("server_rss_kib", "na"),
-        }
-        Ok(())
-    }
-
-    fn print(&self) {
-        let mut line = String::from("RESULT");
-        for (k, v) in &self.pairs {
-            println!("  {k:>20}  {v}");
-            let _ = write!(line, " {k}={}", v.replace(char::is_whitespace, "_"));
-        }
-        println!("{line}");
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -436,7 +102,7 @@ fn round_trip(stream: &mut TcpStream, line: &[u8], echo: &mut [u8]) -> Result<()
     Ok(())
 }
 
-fn pingpong(o: &Options) -> Result<Report> {
+pub fn pingpong(o: &Options) -> Result<Report> {
     let mut stream = connect(o.addr)?;
     let maker = LineMaker::new(0, o.size);
     let mut line = vec![0u8; o.size];
@@ -447,7 +113,7 @@ fn pingpong(o: &Options) -> Result<Report> {
         round_trip(&mut stream, &line, &mut echo)?;
     }
     let mut h = histogram()?;
-    let cpu = CpuMeter::start(o.server_pid)?;
+    let cpu = CpuMeter::start(&o.server_pids)?;
     let start = Instant::now();
     for seq in warm..warm + o.count {
         maker.write(&mut line, seq);
@@ -464,7 +130,7 @@ fn pingpong(o: &Options) -> Result<Report> {
     r.num("round_trips_per_s", o.count as f64 / elapsed, 0);
     r.latencies(&h);
     r.opt("cpu_us_per_req", cpu, 3);
-    r.server_rss(o.server_pid)?;
+    r.server_rss(&o.server_pids)?;
     r.put("errors", 0);
     Ok(r)
 }
@@ -501,7 +167,7 @@ fn accept_worker(
     }
 }
 
-fn accept(o: &Options) -> Result<Report> {
+pub fn accept(o: &Options) -> Result<Report> {
     let threads = o.connections.unwrap_or(1).min(64);
     let warm_until = Instant::now() + Duration::from_secs_f64(o.warmup.unwrap_or(0.0));
     let end = warm_until + Duration::from_secs_f64(o.seconds);
@@ -512,7 +178,7 @@ fn accept(o: &Options) -> Result<Report> {
         })
         .collect();
     std::thread::sleep(warm_until.saturating_duration_since(Instant::now()));
-    let cpu = CpuMeter::start(o.server_pid)?;
+    let cpu = CpuMeter::start(&o.server_pids)?;
     let mut total = 0u64;
     let mut h = histogram()?;
     let mut first_error = None;
@@ -546,38 +212,12 @@ fn accept(o: &Options) -> Result<Report> {
     r.num("connections_per_s", total as f64 / elapsed, 0);
     r.latencies(&h);
     r.opt("cpu_us_per_req", cpu, 3);
-    r.server_rss(o.server_pid)?;
+    r.server_rss(&o.server_pids)?;
     r.put("errors", 0);
     Ok(r)
 }
 
-/// Raises RLIMIT_NOFILE's soft limit to at least `want` (up to the hard
-/// limit); returns the soft limit in force.
-fn raise_nofile(want: u64) -> Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the valid, exclusively
-    // borrowed struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(format!("getrlimit: {}", io::Error::last_os_error()).into());
-    }
-    if lim.rlim_cur < want {
-        let new = libc::rlimit {
-            rlim_cur: (want as libc::rlim_t).min(lim.rlim_max),
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one valid rlimit struct.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 {
-            return Err(format!("setrlimit: {}", io::Error::last_os_error()).into());
-        }
-        lim = new;
-    }
-    Ok(lim.rlim_cur)
-}
-
-fn idle(o: &Options) -> Result<Report> {
+pub fn idle(o: &Options) -> Result<Report> {
     let n = o.connections.unwrap_or(10_000);
     let limit = raise_nofile(n as u64 + 64)?;
     if limit < n as u64 + 16 {
@@ -726,7 +366,7 @@ struct PipeStats {
     hist: Histogram<u64>,
 }
 
-fn pipeline(o: &Options) -> Result<Report> {
+pub fn pipeline(o: &Options) -> Result<Report> {
     let nconn = o.connections.unwrap_or(8);
     raise_nofile(nconn as u64 + 64)?;
     let size = o.size;
@@ -780,8 +420,8 @@ fn pipeline(o: &Options) -> Result<Report> {
         let now = Instant::now();
         if now >= measure_start && cpu.is_none() {
             cpu = Some((
-                CpuMeter::start(o.server_pid)?,
-                CpuMeter::start(Some(std::process::id()))?,
+                CpuMeter::start(&o.server_pids)?,
+                CpuMeter::start(&[std::process::id()])?,
             ));
         }
         let sending = now < measure_end;
@@ -880,25 +520,7 @@ fn pipeline(o: &Options) -> Result<Report> {
     r.opt("cpu_us_per_req", cpu, 3);
     r.opt("server_cpu_pct", server_busy, 0);
     r.opt("client_cpu_pct", client_busy, 0);
-    r.server_rss(o.server_pid)?;
+    r.server_rss(&o.server_pids)?;
     r.put("errors", 0);
     Ok(r)
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = parse_args(&args).and_then(|o| match o.mode {
-        Mode::PingPong => pingpong(&o),
-        Mode::Pipeline => pipeline(&o),
-        Mode::Accept => accept(&o),
-        Mode::Idle => idle(&o),
-    });
-    match outcome {
-        Ok(report) => report.print(),
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            println!("RESULT errors=1");
-            std::process::exit(1);
-        }
-    }
 }
