@@ -80,7 +80,7 @@ use gyre_reactor::defer::BackoffState;
 use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
 
 use crate::config::HerdConfig;
-use crate::server::{Conn, HerdProtocol, PeerLinks, Role, Server};
+use crate::server::{Conn, HerdProtocol, LinkCounts, PeerLinks, Role, Server};
 
 /// Every neighbour's link state (one per server).
 pub(crate) struct Links {
@@ -407,6 +407,16 @@ impl Links {
             n.dialled.clone().or_else(|| n.accepted.clone())?
         };
         Some(conn.buffered_len())
+    }
+
+    /// What the link with `name` carried so far, if it is up.
+    pub(crate) fn counts(&self, name: &str) -> Option<LinkCounts> {
+        let conn = {
+            let table = self.neighbours.borrow();
+            let n = table.get(name)?;
+            n.dialled.clone().or_else(|| n.accepted.clone())?
+        };
+        conn.link_counts()
     }
 
     /// Stops dialling and forgets every link (the server closes the

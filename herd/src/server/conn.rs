@@ -13,7 +13,7 @@ use gyre_protocols::LineControl;
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::{Producer, Transport};
 
-use super::link::LinkSession;
+use super::link::{LinkCounts, LinkSession};
 use super::state::Server;
 use crate::log::escape;
 
@@ -294,6 +294,11 @@ impl Conn {
     /// with nothing more to do.
     pub(super) fn link_heard(&self, line: &[u8]) -> bool {
         self.session().is_some_and(|s| s.heard(line))
+    }
+
+    /// What this link carried so far (`None` before its session starts).
+    pub(crate) fn link_counts(&self) -> Option<LinkCounts> {
+        self.session().map(|s| s.counts())
     }
 
     /// The link connection closed: its session stops.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use gyre_reactor::{factory_fn, ListenOptions, PortEvent, Reactor};
 
+use super::link::LinkCounts;
 use super::lookup::PlacesLookup;
 use super::options::ServerOptions;
 use super::peering::PeerLinks;
@@ -298,6 +299,13 @@ impl HerdServer {
     /// kernel (`None` when the link is down). For diagnostics and tests.
     pub fn link_buffered_len(&self, neighbour: &str) -> Option<usize> {
         self.inner.links.buffered_len(neighbour)
+    }
+
+    /// What the link with `neighbour` carried so far: lines received and
+    /// sent on its connection (`None` when the link is down). For
+    /// diagnostics and tests: when both sides agree, nothing is in flight.
+    pub fn link_counts(&self, neighbour: &str) -> Option<LinkCounts> {
+        self.inner.links.counts(neighbour)
     }
 
     /// Whether [`stop`](Self::stop) was called.

@@ -77,6 +77,19 @@ const CATCH_UP_CHUNK: usize = 16 * 1024;
 /// The shortest heartbeat interval (a zero one would spin).
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1);
 
+/// What one link connection carried so far, for diagnostics and tests
+/// ([`HerdServer::link_counts`](super::HerdServer::link_counts)). When
+/// both sides' counts of one connection agree (each side received as many
+/// lines as the other sent), nothing written on it is still on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkCounts {
+    /// Lines received on it, keep-alives included.
+    pub lines_received: u64,
+    /// Lines written to it (keep-alives, floods and the catch-up's lines),
+    /// whether the kernel took them yet or not.
+    pub lines_sent: u64,
+}
+
 /// What a link sends and why.
 enum Sync {
     /// Sending the store from `cursor` on, a batch per loop turn.
@@ -205,6 +218,14 @@ impl LinkSession {
         let timer = self.beat.borrow_mut().timer.take();
         if let Some(timer) = timer {
             let _ = timer.cancel();
+        }
+    }
+
+    /// What the link carried so far.
+    pub(crate) fn counts(&self) -> LinkCounts {
+        LinkCounts {
+            lines_received: self.lines_in.get(),
+            lines_sent: self.lines_out.get(),
         }
     }
 

@@ -89,6 +89,7 @@ mod state;
 pub use answer::whatsat_answer;
 pub(crate) use conn::{Conn, Role};
 pub use handle::HerdServer;
+pub use link::LinkCounts;
 pub use lookup::PlacesLookup;
 pub use options::{
     ServerOptions, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINK_DEAD_AFTER,
