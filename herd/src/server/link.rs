@@ -198,6 +198,9 @@ impl LinkSession {
             t.register_producer(Rc::clone(&session) as Rc<dyn Producer>);
         }
         session.send_heartbeat(conn);
+        // The first check counts from here: with nothing else sent by then,
+        // it sends the next keep-alive.
+        session.beat.borrow_mut().seen_out = session.lines_out.get();
         session.catch_up_from(server, 0, Why::LinkUp);
         session.schedule_check(server);
         session
@@ -549,10 +552,33 @@ fn heartbeat_interval(server: &Server) -> Duration {
         .max(MIN_HEARTBEAT_INTERVAL)
 }
 
-/// ⌈`link_dead_after` / interval⌉, at least 2.
+/// How many silent checks in a row make `server`'s links dead.
 fn checks_before_dead(server: &Server) -> u32 {
-    let interval = heartbeat_interval(server).as_nanos();
-    let dead = server.options.link_dead_after.as_nanos();
-    let checks = dead.div_ceil(interval).max(2);
+    silent_checks_for(heartbeat_interval(server), server.options.link_dead_after)
+}
+
+/// ⌈`dead_after` / `interval`⌉, at least 2 (one check could fall just
+/// before a keep-alive arrives); `interval` is at least
+/// [`MIN_HEARTBEAT_INTERVAL`].
+fn silent_checks_for(interval: Duration, dead_after: Duration) -> u32 {
+    let interval = interval.max(MIN_HEARTBEAT_INTERVAL).as_nanos();
+    let checks = dead_after.as_nanos().div_ceil(interval).max(2);
     u32::try_from(checks).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_after_is_counted_in_whole_checks_at_least_two() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(silent_checks_for(s(1), s(4)), 4);
+        assert_eq!(silent_checks_for(s(1), ms(4500)), 5);
+        assert_eq!(silent_checks_for(s(1), ms(1)), 2);
+        assert_eq!(silent_checks_for(s(10), s(1)), 2);
+        assert_eq!(silent_checks_for(Duration::ZERO, ms(3)), 3);
+        assert_eq!(silent_checks_for(ms(1), Duration::MAX), u32::MAX);
+    }
 }
