@@ -36,11 +36,14 @@ impl PlacesLookup for NoPlaces {
     }
 }
 
+/// Called with everything a [`Recorder`] received so far.
+type OnData = Rc<dyn Fn(&[u8])>;
+
 /// A client that records what it receives, and calls `on_data` after each
 /// read (to note the order of events).
 struct Recorder {
     data: Rc<RefCell<Vec<u8>>>,
-    on_data: Rc<dyn Fn(&[u8])>,
+    on_data: OnData,
 }
 
 impl Protocol for Recorder {
@@ -144,7 +147,7 @@ fn a_large_store_catches_a_restarted_neighbour_up_paced_and_serving_meanwhile() 
     let answers = Rc::new(RefCell::new(Vec::new()));
     let answered_at: Rc<Cell<Option<(usize, bool)>>> = Rc::new(Cell::new(None));
     let ball_slot: Rc<RefCell<Option<HerdServer>>> = Rc::new(RefCell::new(None));
-    let on_data: Rc<dyn Fn(&[u8])> = {
+    let on_data: OnData = {
         let answered_at = Rc::clone(&answered_at);
         let ball_slot = Rc::clone(&ball_slot);
         let log = alford_log.clone();
