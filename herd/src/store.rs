@@ -313,6 +313,11 @@ impl Store {
         self.next_seq
     }
 
+    /// How many locations [`since(from)`](Self::since) lists.
+    pub fn count_since(&self, from: u64) -> usize {
+        self.by_seq.range(from..).count()
+    }
+
     /// Every location stored (or replaced) with a sequence number of at
     /// least `from` and still stored, in sequence order, with its number:
     /// `(seq, client, location)`. A walk that resumes each time from one
@@ -547,5 +552,6 @@ mod tests {
         let order: Vec<(u64, &[u8])> = s.since(0).map(|(n, c, _)| (n, c)).collect();
         assert_eq!(order, [(1, &b"b"[..]), (2, b"a")]);
         assert_eq!(s.since(3).count(), 0);
+        assert_eq!(s.count_since(2), 1);
     }
 }

@@ -137,6 +137,17 @@ impl Why {
     }
 }
 
+/// The transport's view of this producer, as its last call left it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Not paused: a step that finds the buffer above the mark runs again
+    /// on the next loop turn (the loop's flush either drains the buffer or
+    /// pauses us).
+    Producing,
+    /// Paused above the high-water mark: `resume_producing` continues.
+    Paused,
+}
+
 /// Whether the neighbour has shown that it sends keep-alives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PeerBeat {
@@ -165,6 +176,7 @@ pub(crate) struct LinkSession {
     server: Weak<Server>,
     neighbour: String,
     sync: RefCell<Sync>,
+    flow: Cell<Flow>,
     beat: RefCell<Heartbeat>,
     /// Lines received and sent on the link, ever.
     lines_in: Cell<u64>,
@@ -182,6 +194,7 @@ impl LinkSession {
             server: server.weak(),
             neighbour: neighbour.to_string(),
             sync: RefCell::new(Sync::Live),
+            flow: Cell::new(Flow::Producing),
             beat: RefCell::new(Heartbeat {
                 timer: None,
                 seen_in: 0,
@@ -265,7 +278,7 @@ impl LinkSession {
         if started {
             let (stored, total) = {
                 let store = server.store.borrow();
-                (store.since(from).count(), store.len())
+                (store.count_since(from), store.len())
             };
             let peer = self
                 .conn
@@ -320,8 +333,12 @@ impl LinkSession {
         let finished = loop {
             let buffered = transport.buffered_len();
             if buffered > high {
-                // Paused by the transport (its flush saw this much): its
-                // `resume_producing` continues.
+                // Paused (its `resume_producing` continues), or about to
+                // be by the loop's next flush, unless that flush drains the
+                // buffer: then the next turn's step continues.
+                if self.flow.get() == Flow::Producing {
+                    self.queue_step(&server);
+                }
                 break false;
             }
             let Some(cursor) = self.cursor() else {
@@ -530,11 +547,13 @@ impl LinkSession {
 
 impl Producer for LinkSession {
     fn pause_producing(&self) {
-        // The state follows the buffer's length, read where it matters
-        // (`step`, `flood`); nothing to do until the resume.
+        // What is sent follows the buffer's length, read where it matters
+        // (`step`, `flood`); a paused catch-up waits for the resume.
+        self.flow.set(Flow::Paused);
     }
 
     fn resume_producing(&self) {
+        self.flow.set(Flow::Producing);
         if matches!(*self.sync.borrow(), Sync::Streaming(_)) {
             self.step();
         }
