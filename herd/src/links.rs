@@ -23,11 +23,39 @@
 //!   [`PeerTls::Insecure`](crate::PeerTls::Insecure), the `PEER` line alone
 //!   makes the link.)
 //! - A link is up as soon as its peer is verified (on either side); until
-//!   then it is not registered here, so it displaces nothing. Each side then sends the
-//!   other every location it stores, as AT lines, so a restarted server
-//!   catches up at once, without waiting for its neighbours' back-off
-//!   timers; after that, each newly stored location is flooded to every
-//!   neighbour whose link is up, except the one it came from.
+//!   then it is not registered here, so it displaces nothing. Each side then
+//!   sends the other a keep-alive line, `PING`, and every location it
+//!   stores, as AT lines (the *catch-up*), so a restarted server catches up
+//!   at once, without waiting for its neighbours' back-off timers; each
+//!   newly stored location is flooded to every neighbour whose link is up,
+//!   except the one it came from, during the catch-up as after it. The
+//!   catch-up is paced by the link's write buffer
+//!   ([`ServerOptions::link_high_water`](crate::ServerOptions::link_high_water)):
+//!   a batch per loop turn, never more than the high-water mark plus one
+//!   line buffered, whatever the store's size; a location may therefore
+//!   reach a neighbour twice (a flood, then the catch-up), which is
+//!   harmless, since a server takes only a location newer than its own.
+//!   A link whose neighbour stops reading gets no floods until it drains,
+//!   and then a catch-up on everything stored since. The catch-up is
+//!   logged as a summary (start and end, with counts), not line by line;
+//!   see the server's `link.rs` for the details and the states.
+//! - **Heartbeat.** A side that sent no line on a link for
+//!   [`ServerOptions::link_heartbeat_interval`](crate::ServerOptions::link_heartbeat_interval)
+//!   (1 s by default) sends `PING` (a line of its own; whitespace around it
+//!   is allowed, as on every line). A side that has received a `PING` on a
+//!   link and then receives no line at all on it for
+//!   [`ServerOptions::link_dead_after`](crate::ServerOptions::link_dead_after)
+//!   (4 s by default) closes the link as dead and logs it; the re-dial with
+//!   back-off takes over, so after a silent partition (packets dropped, no
+//!   close) heals, a fresh link forms within about a second of the next
+//!   dial and its catch-up brings both sides up to date, instead of the
+//!   old connection waiting for TCP's retransmission back-off. `PING` is
+//!   never answered (a server that heard it knows the link is alive, the
+//!   other side learns it from the lines it receives). A server that does
+//!   not know `PING` (older ones) logs it and drops it, as any line on a
+//!   link that is not `AT`; and a neighbour that never sent one is never
+//!   judged dead for being quiet, so a link to an older server does not
+//!   flap. Keep-alives are not logged (one per idle link per second).
 //! - When both sides dial at once there are two connections. Both sides
 //!   keep the same one: for neighbours `A < B` (byte order of the names),
 //!   the canonical connection is the one `A` dialled. A side that has both
@@ -53,7 +81,7 @@ use gyre_reactor::defer::BackoffState;
 use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
 
 use crate::config::HerdConfig;
-use crate::server::{Conn, HerdProtocol, PeerLinks, Role, Server};
+use crate::server::{Conn, HerdProtocol, LinkCounts, PeerLinks, Role, Server};
 
 /// Every neighbour's link state (one per server).
 pub(crate) struct Links {
@@ -84,9 +112,8 @@ impl Neighbour {
 /// What to do once the table's borrow is released.
 enum After {
     Close(Rc<Conn>),
-    SendStore(Rc<Conn>),
-    /// Bound the link's write buffer.
-    Watch(Rc<Conn>),
+    /// Start the link's session: catch-up, floods, heartbeat.
+    Start(Rc<Conn>),
     Log(String),
 }
 
@@ -312,22 +339,21 @@ impl Links {
                 )));
             }
             if still_registered {
-                after.push(After::Watch(Rc::clone(conn)));
-                after.push(After::SendStore(Rc::clone(conn)));
+                after.push(After::Start(Rc::clone(conn)));
             }
         }
         for action in after {
             match action {
                 After::Close(c) => c.close(),
                 After::Log(line) => server.log.entry(format_args!("{line}")),
-                After::SendStore(c) => self.send_store(server, &c),
-                After::Watch(c) => c.watch_link_buffer(),
+                After::Start(c) => c.start_link(server, name),
             }
         }
     }
 
     /// `conn`, a link connection to `name`, closed.
     pub(crate) fn unregister(&self, server: &Server, conn: &Rc<Conn>, name: &str) {
+        conn.stop_link();
         let went_down = {
             let mut table = self.neighbours.borrow_mut();
             let Some(n) = table.get_mut(name) else {
@@ -347,40 +373,30 @@ impl Links {
         }
     }
 
-    /// Sends every stored location to a neighbour whose link just came up
-    /// (or whose congested link drained).
-    pub(crate) fn send_store(&self, server: &Server, conn: &Rc<Conn>) {
-        let lines: Vec<Vec<u8>> = server
-            .store
-            .borrow()
-            .iter()
-            .map(|(_, l)| l.at_line().to_vec())
-            .collect();
-        if !lines.is_empty() {
-            server.log.entry(format_args!(
-                "sending {} stored location(s) to {}",
-                lines.len(),
-                conn.describe_peer()
-            ));
-        }
-        for line in lines {
-            conn.write_logged(&line);
-        }
-    }
-
-    /// Sends `at_line` to every neighbour whose link is up, except `from`.
-    pub(crate) fn flood(&self, at_line: &[u8], from: Option<&str>) {
-        let targets: Vec<Rc<Conn>> = self
-            .neighbours
+    /// The connection of every link that is up, except `from`'s.
+    fn up_conns(&self, from: Option<&str>) -> Vec<Rc<Conn>> {
+        self.neighbours
             .borrow()
             .iter()
             .filter(|(name, _)| Some(name.as_str()) != from)
             .filter_map(|(_, n)| n.dialled.clone().or_else(|| n.accepted.clone()))
-            .collect();
-        for conn in targets {
-            if !conn.skip_flood() {
-                conn.write_logged(at_line);
-            }
+            .collect()
+    }
+
+    /// Sends `at_line`, stored with sequence number `seq`, to every
+    /// neighbour whose link is up, except `from` (each link's session
+    /// decides how: see the server's `link.rs`).
+    pub(crate) fn flood(&self, at_line: &[u8], seq: u64, from: Option<&str>) {
+        for conn in self.up_conns(from) {
+            conn.link_flood(at_line, seq);
+        }
+    }
+
+    /// Sends every neighbour whose link is up the locations stored from
+    /// sequence number `from` on, by a catch-up (after a bulk load).
+    pub(crate) fn catch_up_from(&self, server: &Server, from: u64) {
+        for conn in self.up_conns(None) {
+            conn.link_catch_up_from(server, from);
         }
     }
 
@@ -392,6 +408,16 @@ impl Links {
             n.dialled.clone().or_else(|| n.accepted.clone())?
         };
         Some(conn.buffered_len())
+    }
+
+    /// What the link with `name` carried so far, if it is up.
+    pub(crate) fn counts(&self, name: &str) -> Option<LinkCounts> {
+        let conn = {
+            let table = self.neighbours.borrow();
+            let n = table.get(name)?;
+            n.dialled.clone().or_else(|| n.accepted.clone())?
+        };
+        conn.link_counts()
     }
 
     /// Stops dialling and forgets every link (the server closes the

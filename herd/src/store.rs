@@ -10,6 +10,28 @@
 //! stored) is refused, and a refused location is not forwarded: that is
 //! what ends a flood in a cyclic graph.
 //!
+//! # Sequence numbers: a cursor for catch-up
+//!
+//! Every location stored gets the store's next *sequence number*
+//! ([`next_seq`](Store::next_seq) before the [`offer`](Store::offer)); a
+//! client whose location is replaced gets a new, higher one. So
+//! [`since(cursor)`](Store::since) lists, in sequence order, every location
+//! stored or replaced at or after `cursor` that is still stored, and a
+//! reader that walks it in batches, keeping as its cursor one past the last
+//! number it saw, is robust to what happens between its batches:
+//!
+//! - a client added after the walk began gets a number above the cursor,
+//!   so the walk reaches it;
+//! - a client replaced after the walk passed it moves ahead of the cursor,
+//!   so the walk sends its new location again (never an older one: the
+//!   walk reads the store as it goes);
+//! - a client evicted is skipped.
+//!
+//! When the walk finds nothing at or after its cursor it has seen the
+//! current location of every client stored or replaced since it began.
+//! This is how a link catches a neighbour up on the whole store without
+//! copying it (see `links.rs`).
+//!
 //! ```
 //! use gyre_herd::command::Coordinates;
 //! use gyre_herd::store::{Location, Store};
@@ -22,7 +44,7 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::command::{AtLine, Coordinates};
 
@@ -79,22 +101,35 @@ impl Location {
 }
 
 /// What one stored client costs beyond its bytes, as [`Store::bytes`]
-/// counts it: the `Location`, the two maps' per-entry bookkeeping and the
-/// two `Vec` headers of the keys (an estimate, on the high side).
+/// counts it: the `Location`, its sequence number, the three indexes'
+/// per-entry bookkeeping and the two `Vec` headers of the keys (an
+/// estimate, on the high side).
 pub const ENTRY_OVERHEAD: usize = 160;
+
+/// One stored client: its location and the sequence number it was stored
+/// with.
+#[derive(Debug, Clone)]
+struct Entry {
+    location: Location,
+    seq: u64,
+}
 
 /// Client ID (bytes) → latest [`Location`].
 ///
 /// Bounded two ways, oldest location evicted first: by the number of
 /// clients and by [`bytes`](Self::bytes), which counts each entry as its
-/// client ID twice (it keys both maps), its AT line, and
+/// client ID twice (it keys two indexes), its AT line, and
 /// [`ENTRY_OVERHEAD`].
 #[derive(Debug, Clone)]
 pub struct Store {
-    by_client: HashMap<Vec<u8>, Location>,
-    /// Every client by the time of its stored location, oldest first (for
-    /// eviction when the store is full).
-    by_age: BTreeSet<(i128, Vec<u8>)>,
+    by_client: HashMap<Vec<u8>, Entry>,
+    /// Every client by (the time of its stored location, its sequence
+    /// number), oldest first (for eviction when the store is full).
+    by_age: BTreeSet<(i128, u64)>,
+    /// Every client by sequence number (see the [module docs](self)).
+    by_seq: BTreeMap<u64, Vec<u8>>,
+    /// The sequence number of the next location stored.
+    next_seq: u64,
     limit: usize,
     max_bytes: usize,
     bytes: usize,
@@ -165,6 +200,8 @@ impl Store {
         Store {
             by_client: HashMap::new(),
             by_age: BTreeSet::new(),
+            by_seq: BTreeMap::new(),
+            next_seq: 0,
             limit: limit.max(1),
             max_bytes,
             bytes: 0,
@@ -173,17 +210,27 @@ impl Store {
     }
 
     /// Stores `location` for `client` if it is newer than what is stored
-    /// (see the [module docs](self)); returns whether it was stored.
+    /// (see the [module docs](self)); returns whether it was stored. A
+    /// stored location gets the sequence number [`next_seq`](Self::next_seq)
+    /// had before the call.
     pub fn offer(&mut self, client: &[u8], location: Location) -> bool {
         let cost = entry_cost(client, &location);
+        let seq = self.next_seq;
         match self.by_client.get_mut(client) {
-            Some(old) if location.is_newer_than(old) => {
-                let old_cost = entry_cost(client, old);
-                self.by_age.remove(&(old.time_ns, client.to_vec()));
-                self.by_age.insert((location.time_ns, client.to_vec()));
-                *old = location;
+            Some(old) if location.is_newer_than(&old.location) => {
+                let old_cost = entry_cost(client, &old.location);
+                self.by_age.remove(&(old.location.time_ns, old.seq));
+                self.by_age.insert((location.time_ns, seq));
+                // Move the client's key to its new number (no allocation).
+                let key = self
+                    .by_seq
+                    .remove(&old.seq)
+                    .unwrap_or_else(|| client.to_vec());
+                self.by_seq.insert(seq, key);
+                *old = Entry { location, seq };
+                self.next_seq += 1;
                 self.bytes = self.bytes - old_cost + cost;
-                self.evict_until_within(client);
+                self.evict_until_within(seq);
                 true
             }
             Some(_) => false,
@@ -196,26 +243,32 @@ impl Store {
                         _ => {}
                     }
                 }
-                self.by_age.insert((location.time_ns, client.to_vec()));
-                self.by_client.insert(client.to_vec(), location);
+                self.by_age.insert((location.time_ns, seq));
+                self.by_seq.insert(seq, client.to_vec());
+                self.by_client
+                    .insert(client.to_vec(), Entry { location, seq });
+                self.next_seq += 1;
                 self.bytes += cost;
-                self.evict_until_within(client);
+                self.evict_until_within(seq);
                 true
             }
         }
     }
 
-    /// Evicts the oldest locations (never `keep`'s) until the store is
-    /// within both limits.
-    fn evict_until_within(&mut self, keep: &[u8]) {
+    /// Evicts the oldest locations (never the one stored as `keep`) until
+    /// the store is within both limits.
+    fn evict_until_within(&mut self, keep: u64) {
         while self.by_client.len() > self.limit || self.bytes > self.max_bytes {
-            let oldest = match self.by_age.iter().find(|(_, c)| c.as_slice() != keep) {
-                Some(entry) => entry.clone(),
+            let oldest = match self.by_age.iter().find(|(_, seq)| *seq != keep) {
+                Some(entry) => *entry,
                 None => return,
             };
             self.by_age.remove(&oldest);
-            if let Some(location) = self.by_client.remove(&oldest.1) {
-                self.bytes -= entry_cost(&oldest.1, &location);
+            let Some(client) = self.by_seq.remove(&oldest.1) else {
+                continue;
+            };
+            if let Some(entry) = self.by_client.remove(&client) {
+                self.bytes -= entry_cost(&client, &entry.location);
                 self.evictions += 1;
             }
         }
@@ -234,7 +287,7 @@ impl Store {
 
     /// The stored location of `client`.
     pub fn get(&self, client: &[u8]) -> Option<&Location> {
-        self.by_client.get(client)
+        self.by_client.get(client).map(|e| &e.location)
     }
 
     /// How many clients are known.
@@ -249,7 +302,52 @@ impl Store {
 
     /// Every stored location, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Location)> {
-        self.by_client.iter().map(|(k, v)| (k.as_slice(), v))
+        self.by_client
+            .iter()
+            .map(|(k, e)| (k.as_slice(), &e.location))
+    }
+
+    /// The sequence number the next stored location will get: every
+    /// location stored now has a smaller one (see the [module docs](self)).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// How many locations [`since(from)`](Self::since) lists.
+    pub fn count_since(&self, from: u64) -> usize {
+        self.by_seq.range(from..).count()
+    }
+
+    /// Every location stored (or replaced) with a sequence number of at
+    /// least `from` and still stored, in sequence order, with its number:
+    /// `(seq, client, location)`. A walk that resumes each time from one
+    /// past the last number it saw misses no location stored meanwhile (see
+    /// the [module docs](self)).
+    ///
+    /// ```
+    /// use gyre_herd::command::Coordinates;
+    /// use gyre_herd::store::{Location, Store};
+    ///
+    /// let here = Coordinates { lat: 1.0, lon: 2.0 };
+    /// let at = |id: &str, t: i128| Location::new(format!("AT A +0.1 {id} +1+2 {t}").into_bytes(), t, here);
+    /// let mut store = Store::new();
+    /// store.offer(b"a", at("a", 1));
+    /// store.offer(b"b", at("b", 1));
+    /// // A walk sends "a", then stops for a while.
+    /// let (seq, client, _) = store.since(0).next().unwrap();
+    /// assert_eq!(client, b"a");
+    /// let cursor = seq + 1;
+    /// // Meanwhile "a" moves and "c" arrives: both come after "b".
+    /// store.offer(b"a", at("a", 2));
+    /// store.offer(b"c", at("c", 1));
+    /// let rest: Vec<&[u8]> = store.since(cursor).map(|(_, c, _)| c).collect();
+    /// assert_eq!(rest, [&b"b"[..], b"a", b"c"]);
+    /// ```
+    pub fn since(&self, from: u64) -> impl Iterator<Item = (u64, &[u8], &Location)> {
+        self.by_seq.range(from..).filter_map(|(seq, client)| {
+            let entry = self.by_client.get(client)?;
+            Some((*seq, client.as_slice(), &entry.location))
+        })
     }
 }
 
@@ -378,5 +476,82 @@ mod tests {
             assert!(s.get(kept.as_bytes()).is_some(), "{kept}");
         }
         assert!(!s.offer(b"c1", loc(&line("c1", 1), 1)));
+    }
+
+    /// A walk over `since(cursor)` in small batches, with stores, updates
+    /// and evictions between the batches, ends having sent every client's
+    /// current location, and never sends a client an older location than
+    /// one it sent before.
+    #[test]
+    fn a_cursor_walk_misses_nothing_stored_meanwhile() {
+        let mut s = Store::with_limit(40);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let offer = |s: &mut Store, next: &mut dyn FnMut() -> u64, t: i128| {
+            let id = format!("c{}", next() % 60);
+            let line = format!("AT A +0.1 {id} +1+2 {t}");
+            s.offer(id.as_bytes(), loc(&line, t));
+        };
+        for t in 0..30 {
+            offer(&mut s, &mut next, t);
+        }
+        let mut sent: HashMap<Vec<u8>, (i128, Vec<u8>)> = HashMap::new();
+        let mut cursor = 0;
+        let mut t = 30;
+        loop {
+            let batch: Vec<(u64, Vec<u8>, Location)> = s
+                .since(cursor)
+                .take(3)
+                .map(|(seq, c, l)| (seq, c.to_vec(), l.clone()))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            for (seq, client, location) in batch {
+                if let Some((old_time, _)) = sent.get(&client) {
+                    assert!(location.time_ns() >= *old_time, "older copy sent");
+                }
+                sent.insert(client, (location.time_ns(), location.at_line().to_vec()));
+                cursor = seq + 1;
+            }
+            // Between batches: a few new, updated (newer) or evicting offers,
+            // fewer as time goes on so that the walk ends.
+            if t < 400 {
+                for _ in 0..2 {
+                    offer(&mut s, &mut next, t);
+                    t += 1;
+                }
+            }
+        }
+        assert!(s.evictions() > 0);
+        assert_eq!(s.len(), 40);
+        for (client, location) in s.iter() {
+            assert_eq!(
+                sent.get(client).map(|(_, l)| l.as_slice()),
+                Some(location.at_line()),
+                "{}",
+                String::from_utf8_lossy(client)
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_follow_every_store() {
+        let mut s = Store::new();
+        assert_eq!(s.next_seq(), 0);
+        assert!(s.offer(b"a", loc("AT A +1.0 a +1+2 1", 1)));
+        assert!(!s.offer(b"a", loc("AT A +1.0 a +1+2 0", 0)));
+        assert_eq!(s.next_seq(), 1);
+        assert!(s.offer(b"b", loc("AT A +1.0 b +1+2 1", 1)));
+        assert!(s.offer(b"a", loc("AT A +1.0 a +1+2 2", 2)));
+        let order: Vec<(u64, &[u8])> = s.since(0).map(|(n, c, _)| (n, c)).collect();
+        assert_eq!(order, [(1, &b"b"[..]), (2, b"a")]);
+        assert_eq!(s.since(3).count(), 0);
+        assert_eq!(s.count_since(2), 1);
     }
 }

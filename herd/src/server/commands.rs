@@ -30,6 +30,10 @@ impl Server {
         let role = conn.role.borrow().clone();
         match role {
             Role::Link { neighbour, .. } => {
+                if conn.link_heard(line) {
+                    // A keep-alive: counted by the heartbeat, not logged.
+                    return;
+                }
                 self.log.entry(format_args!(
                     "received from {neighbour} ({}): {}",
                     conn.peer,
@@ -251,15 +255,16 @@ impl Server {
     /// but `from`.
     pub(super) fn offer(&self, client: &[u8], location: Location, from: Option<&str>) {
         let line = location.at_line().to_vec();
-        let (stored, evictions, len, bytes) = {
+        let (stored, seq, evictions, len, bytes) = {
             let mut store = self.store.borrow_mut();
+            let seq = store.next_seq();
             let before = store.evictions();
             let stored = store.offer(client, location);
             let after = store.evictions();
             // Log the 1st, 10th, 100th, ... eviction: the limit being hit is
             // visible without one log line per evicted client.
             let logged = (before + 1..=after).rfind(|n| is_power_of_ten(*n));
-            (stored, logged, store.len(), store.bytes())
+            (stored, seq, logged, store.len(), store.bytes())
         };
         if let Some(n) = evictions {
             self.log.entry(format_args!(
@@ -274,7 +279,7 @@ impl Server {
                 escape(client),
                 escape(&line)
             ));
-            self.links.flood(&line, from);
+            self.links.flood(&line, seq, from);
         } else {
             self.log.entry(format_args!(
                 "not newer than the stored location for {}: not stored nor forwarded",

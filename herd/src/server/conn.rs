@@ -1,6 +1,7 @@
 //! One connection's state: its role, its queue of answers in command
-//! order, and the flow control that pauses reading (a client) or skips
-//! floods (a link) while its write buffer is full.
+//! order, and the flow control that pauses reading while a client's write
+//! buffer is full. A link's session (catch-up, floods, heartbeat) is in
+//! `link.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -12,6 +13,7 @@ use gyre_protocols::LineControl;
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::{Producer, Transport};
 
+use super::link::{LinkCounts, LinkSession};
 use super::state::Server;
 use crate::log::escape;
 
@@ -57,11 +59,8 @@ pub(crate) struct Conn {
     pub(super) write_paused: Cell<bool>,
     /// We paused the line receiver.
     pub(super) read_paused: Cell<bool>,
-    /// A link whose write buffer is above its high-water mark: floods skip
-    /// it (see [`LinkFlow`]).
-    pub(super) link_congested: Cell<bool>,
-    /// A flood skipped this link: send it the whole store when it drains.
-    pub(super) link_resync: Cell<bool>,
+    /// A link's session, once it is verified and registered.
+    pub(super) link: RefCell<Option<Rc<LinkSession>>>,
     pub(super) max_pending: usize,
     /// When the last complete line arrived (or the connection opened), for
     /// the idle time-out.
@@ -101,6 +100,23 @@ impl Conn {
         let transport = self.transport.borrow().clone();
         if let Some(t) = transport {
             t.write(data);
+        }
+    }
+
+    /// Drops what is buffered and closes now (a dead link: a flush to it
+    /// would never end).
+    pub(crate) fn abort(&self) {
+        let transport = self.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.abort_connection();
+        }
+    }
+
+    /// Writes `line` and `\n` (no logging).
+    pub(crate) fn write_line(&self, line: &[u8]) {
+        let transport = self.transport.borrow().clone();
+        if let Some(t) = transport {
+            t.write_sequence(&[line, b"\n"]);
         }
     }
 
@@ -239,62 +255,57 @@ impl Conn {
         transport.map_or(0, |t| t.buffered_len())
     }
 
-    /// Whether floods skip this link for now (its peer is not reading).
-    pub(crate) fn skip_flood(&self) -> bool {
-        if self.link_congested.get() {
-            if !self.link_resync.replace(true) {
-                if let Some(server) = self.server.upgrade() {
-                    server.log.entry(format_args!(
-                        "{} is not reading ({} bytes unsent): new locations wait until it drains, then it gets the whole store",
-                        self.describe_peer(),
-                        self.buffered_len()
-                    ));
-                }
-            }
-            return true;
-        }
-        false
-    }
-
-    /// Makes this link connection's write buffer bounded: once it is above
-    /// the transport's high-water mark, floods skip it, and when it drains
-    /// it is sent the whole store, which holds the latest of everything it
-    /// missed (a neighbour takes only locations newer than its own, so
-    /// nothing is lost and nothing is applied twice).
-    pub(crate) fn watch_link_buffer(self: &Rc<Self>) {
-        let transport = self.transport.borrow().clone();
-        if let Some(t) = transport {
-            // Replaces a client's WriteFlow: a link never pauses its reading.
-            self.write_paused.set(false);
-            t.register_producer(Rc::new(LinkFlow {
-                conn: Rc::downgrade(self),
-            }));
-            self.update_flow();
-        }
-    }
-}
-
-/// Tracks a link's write buffer (see [`Conn::watch_link_buffer`]).
-struct LinkFlow {
-    conn: Weak<Conn>,
-}
-
-impl Producer for LinkFlow {
-    fn pause_producing(&self) {
-        if let Some(conn) = self.conn.upgrade() {
-            conn.link_congested.set(true);
-        }
-    }
-
-    fn resume_producing(&self) {
-        let Some(conn) = self.conn.upgrade() else {
+    /// Starts this link connection's session (see `link.rs`): it becomes
+    /// the transport's producer in place of a client's `WriteFlow` (a link
+    /// never pauses its reading: two servers that both stopped reading
+    /// because both write buffers are full would wait forever), and the
+    /// catch-up and heartbeat begin.
+    pub(crate) fn start_link(self: &Rc<Self>, server: &Server, neighbour: &str) {
+        if self.link.borrow().is_some() || self.is_closing() {
             return;
-        };
-        conn.link_congested.set(false);
-        if conn.link_resync.replace(false) {
-            if let Some(server) = conn.server.upgrade() {
-                server.links.send_store(&server, &conn);
-            }
+        }
+        self.write_paused.set(false);
+        self.update_flow();
+        let session = LinkSession::start(server, self, neighbour);
+        *self.link.borrow_mut() = Some(session);
+    }
+
+    /// This link's session, if it started.
+    fn session(&self) -> Option<Rc<LinkSession>> {
+        self.link.borrow().clone()
+    }
+
+    /// Floods `line`, stored with sequence number `seq`, on this link.
+    pub(crate) fn link_flood(&self, line: &[u8], seq: u64) {
+        if let Some(session) = self.session() {
+            session.flood(line, seq);
+        }
+    }
+
+    /// Sends the neighbour every location stored from sequence number
+    /// `from` on (a catch-up; see `link.rs`).
+    pub(crate) fn link_catch_up_from(&self, server: &Server, from: u64) {
+        if let Some(session) = self.session() {
+            session.catch_up_from_loaded(server, from);
+        }
+    }
+
+    /// A line arrived on this link; returns whether it was a keep-alive,
+    /// with nothing more to do.
+    pub(super) fn link_heard(&self, line: &[u8]) -> bool {
+        self.session().is_some_and(|s| s.heard(line))
+    }
+
+    /// What this link carried so far (`None` before its session starts).
+    pub(crate) fn link_counts(&self) -> Option<LinkCounts> {
+        self.session().map(|s| s.counts())
+    }
+
+    /// The link connection closed: its session stops.
+    pub(crate) fn stop_link(&self) {
+        let session = self.link.borrow_mut().take();
+        if let Some(session) = session {
+            session.stop();
         }
     }
 }

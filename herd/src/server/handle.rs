@@ -12,17 +12,19 @@ use std::rc::Rc;
 use gyre_reactor::defer::Deferred;
 use gyre_reactor::{factory_fn, ListenOptions, PortEvent, Reactor};
 
+use super::link::LinkCounts;
 use super::lookup::PlacesLookup;
 use super::options::ServerOptions;
 use super::peering::PeerLinks;
 use super::reload::PeerReload;
 use super::state::{AcceptSlot, Life, Server};
+use crate::command::{self, Command};
 use crate::config::HerdConfig;
 use crate::limits::{ConnectionLimits, RateLimiter, REFUSAL_NO_DESCRIPTORS};
 use crate::links::Links;
 use crate::log::ServerLog;
 use crate::pki::{PeerCredentials, PkiError};
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// One server of the herd, running on a reactor: a cheap `Clone` handle.
 ///
@@ -212,6 +214,81 @@ impl HerdServer {
             .map(|l| l.at_line().to_vec())
     }
 
+    /// Stores locations in bulk and returns how many were stored: each of
+    /// `lines` is an AT line as a neighbour sends it (without its line
+    /// end), checked and kept as one from a neighbour would be (a newer
+    /// location per client wins; a client ID over
+    /// [`ServerOptions::max_client_id_length`] or a time more than
+    /// [`ServerOptions::max_time_ahead`] ahead is refused; a line that is
+    /// not an AT line is skipped). For a program that seeds a server (from
+    /// a snapshot, say) and for tests; it is not rate-limited, and it is
+    /// logged as one summary entry, not line by line. Neighbours whose
+    /// links are up get what was stored by a catch-up, paced by the link's
+    /// write buffer like the one at link-up, not by one flood per line;
+    /// links that come up later get it with the rest of the store.
+    ///
+    /// ```
+    /// # use gyre_herd::{HerdConfig, HerdServer, PlacesLookup, ServerLog, ServerOptions};
+    /// # use gyre_herd::places::PlacesAnswer;
+    /// # use gyre_reactor::{defer::Deferred, Reactor};
+    /// # struct NoPlaces;
+    /// # impl PlacesLookup for NoPlaces {
+    /// #     fn nearby(&self, _: f64, _: f64, _: f64, _: u32) -> Deferred<PlacesAnswer> { Deferred::new().1 }
+    /// # }
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let config = HerdConfig::from_json(
+    ///     r#"{"servers": [{"name": "A", "host": "127.0.0.1", "port": 0}]}"#)?;
+    /// let server = HerdServer::bind(&reactor, "A", &config, NoPlaces,
+    ///                               ServerLog::memory(), ServerOptions::default())?;
+    /// let stored = server.load_locations([
+    ///     &b"AT B +0.1 kiwi +34.06-118.44 1621464827.5"[..],
+    ///     b"AT B +0.1 kiwi +34.06-118.44 1621464820", // older: not stored
+    ///     b"not an AT line",
+    /// ]);
+    /// assert_eq!(stored, 1);
+    /// assert!(server.location(b"kiwi").is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_locations<L: AsRef<[u8]>>(&self, lines: impl IntoIterator<Item = L>) -> usize {
+        let server = &self.inner;
+        let now_ns = command::unix_nanos((server.options.wall_clock)());
+        let from = server.store.borrow().next_seq();
+        let (mut stored, mut refused, mut skipped) = (0usize, 0usize, 0usize);
+        for line in lines {
+            let line = line.as_ref();
+            let Ok(Command::At(at)) = command::parse(line) else {
+                skipped += 1;
+                continue;
+            };
+            if server
+                .refuse_location(at.client, at.time_ns, now_ns)
+                .is_some()
+            {
+                refused += 1;
+                continue;
+            }
+            if server
+                .store
+                .borrow_mut()
+                .offer(at.client, Location::from_at(&at))
+            {
+                stored += 1;
+            }
+        }
+        let (len, evictions) = {
+            let store = server.store.borrow();
+            (store.len(), store.evictions())
+        };
+        server.log.entry(format_args!(
+            "loaded {stored} location(s) in bulk ({refused} refused by the limits, {skipped} \
+             not AT lines; store: {len} clients, {evictions} evicted so far)"
+        ));
+        if stored > 0 {
+            server.links.catch_up_from(server, from);
+        }
+        stored
+    }
+
     /// How many clients it knows a location for.
     pub fn known_clients(&self) -> usize {
         self.inner.store.borrow().len()
@@ -231,6 +308,13 @@ impl HerdServer {
     /// kernel (`None` when the link is down). For diagnostics and tests.
     pub fn link_buffered_len(&self, neighbour: &str) -> Option<usize> {
         self.inner.links.buffered_len(neighbour)
+    }
+
+    /// What the link with `neighbour` carried so far: lines received and
+    /// sent on its connection (`None` when the link is down). For
+    /// diagnostics and tests: when both sides agree, nothing is in flight.
+    pub fn link_counts(&self, neighbour: &str) -> Option<LinkCounts> {
+        self.inner.links.counts(neighbour)
     }
 
     /// Whether it stopped: [`stop`](Self::stop) was called, or a

@@ -34,7 +34,8 @@
 //!
 //! Lines on a link are never answered (two servers must not bounce `?`
 //! lines at each other): an `AT` line is offered to the store, and flooded
-//! on if it is new; anything else is logged and dropped. Link connections
+//! on if it is new; the keep-alive `PING` is counted by the link's
+//! heartbeat (not logged); anything else is logged and dropped. Link connections
 //! take lines up to `max_line_length` plus [`LINK_LINE_SLACK`] bytes, so
 //! that the AT line made from the longest IAMAT a client may send still
 //! fits.
@@ -69,7 +70,8 @@
 //! and defaults), `lookup` (asking Places), `handle` ([`HerdServer`]),
 //! `state` (the shared state and a connection's life cycle), `peering`
 //! (verifying links), `commands` (what each line does), `conn` (a
-//! connection's answer queue and flow), `handler` (the line handler),
+//! connection's answer queue and flow), `link` (a link's catch-up, floods and heartbeat), `handler` (the line
+//! handler),
 //! `answer` (the WHATSAT answer's layout), `drain` (the graceful stop,
 //! [`HerdServer::drain`]) and `reload` (reloading the peer TLS
 //! credentials, [`HerdServer::reload_peer_tls`]). The wire protocol itself is in
@@ -81,6 +83,7 @@ mod conn;
 mod drain;
 mod handle;
 mod handler;
+mod link;
 mod lookup;
 mod options;
 mod peering;
@@ -90,9 +93,11 @@ mod state;
 pub use answer::whatsat_answer;
 pub(crate) use conn::{Conn, Role};
 pub use handle::HerdServer;
+pub use link::LinkCounts;
 pub use lookup::PlacesLookup;
 pub use options::{
     ServerOptions, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_LINK_DEAD_AFTER, DEFAULT_LINK_HEARTBEAT_INTERVAL, DEFAULT_LINK_HIGH_WATER,
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CLIENT_ID_LENGTH, DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_MAX_PENDING_ANSWERS, DEFAULT_MAX_STORE_BYTES, DEFAULT_MAX_TIME_AHEAD, LINK_LINE_SLACK,
 };

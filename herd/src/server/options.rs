@@ -41,6 +41,22 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// than the Places client's time-out (10 s), so that every lookup in
 /// flight when a drain starts ends, answered or timed out, before it.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// The default [`ServerOptions::link_heartbeat_interval`]: one second. A
+/// keep-alive costs one short line (about 30 bytes with TLS) per idle link
+/// per second, nothing beside the floods, and it is what bounds how long a
+/// silent partition goes unnoticed: about [`DEFAULT_LINK_DEAD_AFTER`],
+/// in the range of the re-dial back-off's 1 s cap, so a healed link is
+/// dialled again within about a second of being found dead.
+pub const DEFAULT_LINK_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// The default [`ServerOptions::link_dead_after`]: four seconds, four
+/// heartbeat intervals. A neighbour that sends at least a keep-alive every
+/// interval must miss three in a row (a stall of its loop or three
+/// seconds of lost packets, well past TCP's first retransmissions at
+/// 0.2-1 s) before its link is closed.
+pub const DEFAULT_LINK_DEAD_AFTER: Duration = Duration::from_secs(4);
+/// The default [`ServerOptions::link_high_water`]: 64 KiB, the reactor's
+/// default high-water mark.
+pub const DEFAULT_LINK_HIGH_WATER: usize = gyre_reactor::DEFAULT_HIGH_WATER;
 
 /// A server's settings beyond its configuration. The defaults are what
 /// HERD.md asks for; tests change them (a slow back-off, a fixed clock).
@@ -83,8 +99,39 @@ pub struct ServerOptions {
     /// [`DEFAULT_CLIENT_IDLE_TIMEOUT`]); then it is closed (after what was
     /// already written) and logged. Partial lines do not count as activity,
     /// so a client trickling bytes without a newline (slow-loris) is closed
-    /// too. Links to neighbours have no idle time-out.
+    /// too. Links to neighbours have no idle time-out (their heartbeat,
+    /// [`link_dead_after`](Self::link_dead_after), closes a dead one).
     pub client_idle_timeout: Duration,
+    /// How often a link that carried no line checks in (default
+    /// [`DEFAULT_LINK_HEARTBEAT_INTERVAL`], 1 s). Every interval each link
+    /// is checked: if no line was sent on it since the last check and its
+    /// write buffer is empty, the keep-alive line `PING` is sent (see
+    /// `links.rs`). At least 1 ms. Every server of a herd should use the
+    /// same heartbeat settings: a neighbour whose interval is longer than
+    /// this server's [`link_dead_after`](Self::link_dead_after) looks dead
+    /// to it.
+    pub link_heartbeat_interval: Duration,
+    /// How long a link may receive nothing (no line at all, keep-alives
+    /// included) before it is closed as dead (default
+    /// [`DEFAULT_LINK_DEAD_AFTER`], 4 s); then the normal re-dial with
+    /// back-off takes over, and the fresh link's catch-up brings both sides
+    /// up to date. Counted in heartbeat checks: the link is dead after
+    /// ⌈`link_dead_after` / `link_heartbeat_interval`⌉ (at least 2) checks
+    /// in a row found no new line, so a loop that was itself stalled (or a
+    /// manual clock advanced in one jump) reads what waits in its sockets
+    /// before it judges a neighbour. Only a neighbour that has sent a
+    /// keep-alive on the link is judged, so a link to an older server
+    /// without heartbeats is never closed for being quiet. Logged when hit.
+    pub link_dead_after: Duration,
+    /// The high-water mark of a link's write buffer, in bytes (default
+    /// [`DEFAULT_LINK_HIGH_WATER`], 64 KiB; the low-water mark is a quarter
+    /// of it). The catch-up on the store is written in batches that stop as
+    /// soon as the buffer is above it, and floods that find it above it are
+    /// not written (they go out with the catch-up that follows once it
+    /// drains), so a link holds at most this plus one line (and a TLS
+    /// record's framing) however large the store. Logged when a neighbour
+    /// stops reading.
+    pub link_high_water: usize,
     /// How links to neighbours are authenticated (default
     /// [`PeerTls::InProcess`]: mutual TLS with a CA made in memory for this
     /// process). See [`PeerTls`] and the herd README's Security section.
@@ -151,6 +198,9 @@ impl Default for ServerOptions {
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_time_ahead: DEFAULT_MAX_TIME_AHEAD,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
+            link_heartbeat_interval: DEFAULT_LINK_HEARTBEAT_INTERVAL,
+            link_dead_after: DEFAULT_LINK_DEAD_AFTER,
+            link_high_water: DEFAULT_LINK_HIGH_WATER,
             peer_tls: PeerTls::default(),
             peer_handshake_timeout: PEER_HANDSHAKE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -175,6 +225,9 @@ impl fmt::Debug for ServerOptions {
             .field("max_client_id_length", &self.max_client_id_length)
             .field("max_time_ahead", &self.max_time_ahead)
             .field("client_idle_timeout", &self.client_idle_timeout)
+            .field("link_heartbeat_interval", &self.link_heartbeat_interval)
+            .field("link_dead_after", &self.link_dead_after)
+            .field("link_high_water", &self.link_high_water)
             .field("peer_tls", &self.peer_tls)
             .field("peer_handshake_timeout", &self.peer_handshake_timeout)
             .field("max_connections", &self.max_connections)
@@ -201,5 +254,8 @@ mod tests {
         assert!(o.backoff.jitter > 0.0);
         assert_eq!(o.max_line_length, DEFAULT_MAX_LINE_LENGTH);
         assert!(format!("{o:?}").contains("max_pending_answers"));
+        assert_eq!(o.link_heartbeat_interval, DEFAULT_LINK_HEARTBEAT_INTERVAL);
+        assert!(o.link_dead_after >= 3 * o.link_heartbeat_interval);
+        assert_eq!(o.link_high_water, DEFAULT_LINK_HIGH_WATER);
     }
 }
