@@ -45,6 +45,13 @@ pub struct LimitOptions {
     pub max_store_bytes: Option<usize>,
     /// `--peer-handshake-timeout TIME`: [`ServerOptions::peer_handshake_timeout`].
     pub peer_handshake_timeout: Option<Duration>,
+    /// `--link-heartbeat-interval TIME`:
+    /// [`ServerOptions::link_heartbeat_interval`].
+    pub link_heartbeat_interval: Option<Duration>,
+    /// `--link-dead-after TIME`: [`ServerOptions::link_dead_after`].
+    pub link_dead_after: Option<Duration>,
+    /// `--link-high-water SIZE`: [`ServerOptions::link_high_water`].
+    pub link_high_water: Option<usize>,
     /// `--max-connections N`: [`ServerOptions::max_connections`].
     pub max_connections: Option<usize>,
     /// `--max-connections-per-address N`:
@@ -200,6 +207,36 @@ pub(super) const FLAGS: &[Flag] = &[
         default: || format_time(server().peer_handshake_timeout),
         set: |o, n, v| {
             o.peer_handshake_timeout = Some(time(n, v, false)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--link-heartbeat-interval",
+        value: "TIME",
+        help: "an idle link sends PING this often",
+        default: || format_time(server().link_heartbeat_interval),
+        set: |o, n, v| {
+            o.link_heartbeat_interval = Some(time(n, v, false)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--link-dead-after",
+        value: "TIME",
+        help: "a link silent this long is closed and re-dialled",
+        default: || format_time(server().link_dead_after),
+        set: |o, n, v| {
+            o.link_dead_after = Some(time(n, v, false)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--link-high-water",
+        value: "SIZE",
+        help: "a link's write buffer bound; catch-up and floods wait past it",
+        default: || format_size(server().link_high_water as u64),
+        set: |o, n, v| {
+            o.link_high_water = Some(size_usize(n, v, 1)?);
             Ok(())
         },
     },
@@ -385,6 +422,11 @@ impl LimitOptions {
             peer_handshake_timeout: self
                 .peer_handshake_timeout
                 .unwrap_or(base.peer_handshake_timeout),
+            link_heartbeat_interval: self
+                .link_heartbeat_interval
+                .unwrap_or(base.link_heartbeat_interval),
+            link_dead_after: self.link_dead_after.unwrap_or(base.link_dead_after),
+            link_high_water: self.link_high_water.unwrap_or(base.link_high_water),
             max_connections: self.max_connections.unwrap_or(base.max_connections),
             max_connections_per_address: self
                 .max_connections_per_address
@@ -441,6 +483,9 @@ mod tests {
             "5000",
             "8MiB",
             "3s",
+            "2s",
+            "9s",
+            "128KiB",
             "99",
             "1000",
             "1000/5000",
@@ -474,6 +519,9 @@ mod tests {
         assert_eq!(s.max_clients, 5000);
         assert_eq!(s.max_store_bytes, 8 << 20);
         assert_eq!(s.peer_handshake_timeout, Duration::from_secs(3));
+        assert_eq!(s.link_heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(s.link_dead_after, Duration::from_secs(9));
+        assert_eq!(s.link_high_water, 128 << 10);
         assert_eq!(s.max_connections, 99);
         assert_eq!(s.max_connections_per_address, 1000);
         assert_eq!(
