@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use super::error::HttpError;
 use super::parser::{find_header, Header};
 use super::url::Url;
+use super::wire::is_token;
 
 /// The `User-Agent` sent unless the request sets its own.
 pub const USER_AGENT: &str = "gyre/0.1";
@@ -115,12 +116,6 @@ pub(crate) struct Prepared {
     /// The request asked for `Connection: close`.
     pub close: bool,
     pub bytes: Vec<u8>,
-}
-
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Request {

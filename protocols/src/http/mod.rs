@@ -28,11 +28,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod chunked;
 mod client;
 mod error;
 mod message;
 pub mod parser;
 mod url;
+mod wire;
 
 pub use client::{
     default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig,
