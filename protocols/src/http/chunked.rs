@@ -78,11 +78,6 @@ impl ChunkedDecoder {
         self.buf.len()
     }
 
-    /// Decoded body bytes so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
     /// Decodes from `input`, advancing it past what was consumed: the next
     /// [`Chunk`], or `Ok(None)` when more input is needed (then `input` is
     /// empty) or after [`Chunk::End`] (then `input` holds what followed).

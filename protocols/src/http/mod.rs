@@ -33,6 +33,7 @@ mod client;
 mod error;
 mod message;
 pub mod parser;
+pub mod server;
 mod url;
 mod wire;
 
