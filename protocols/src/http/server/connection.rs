@@ -43,7 +43,9 @@ use std::rc::{Rc, Weak};
 
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::{succeed, Cancelled, Deferred};
-use gyre_reactor::{ConnectionLost, Factory, Producer, Protocol, Reactor, Transport};
+use gyre_reactor::{
+    ConnectionLost, Factory, Producer, Protocol, Reactor, Transport, DEFAULT_HIGH_WATER,
+};
 
 use super::budget::{Admission, Budget, Slot};
 use super::config::HttpServerConfig;
@@ -364,9 +366,19 @@ impl Conn {
         self.settle(true);
     }
 
-    /// Whether reading must wait at the next request boundary.
+    /// Whether reading must wait at the next request boundary: too many
+    /// answers owed, or too many bytes of answers unsent (the transport's
+    /// producer is paused, or its buffer is above the default high-water
+    /// mark now, before the loop has flushed it).
     fn must_wait(&self) -> bool {
-        self.flow == Flow::Paused || self.answers.len() >= self.shared.config.max_pipelined.max(1)
+        self.flow == Flow::Paused
+            || self.answers.len() >= self.shared.config.max_pipelined.max(1)
+            || self.unsent() > DEFAULT_HIGH_WATER
+    }
+
+    /// Bytes written to the transport and not yet sent.
+    fn unsent(&self) -> usize {
+        self.transport.as_ref().map_or(0, Transport::buffered_len)
     }
 
     /// Parses `input`, acting on each event, until it is used up, reading
@@ -383,6 +395,13 @@ impl Conn {
                     self.held.extend_from_slice(input);
                     if let Some(t) = &self.transport {
                         t.pause_reading();
+                    }
+                    if self.flow == Flow::Open && self.unsent() > DEFAULT_HIGH_WATER {
+                        // The loop flushes when this event is done: then
+                        // either the producer is paused (and resumed later)
+                        // or the buffer has drained. Look again then.
+                        let me = self.me.clone();
+                        self.shared.reactor.call_soon(move || poke(&me));
                     }
                 }
                 return;
@@ -748,7 +767,7 @@ impl Conn {
     /// The timer fired.
     fn deadline_hit(&mut self, kind: Deadline) {
         self.deadline = None;
-        let unsent = self.transport.as_ref().map_or(0, Transport::buffered_len);
+        let unsent = self.unsent();
         match kind {
             Deadline::Head => {
                 bump(&self.shared.counters.timeouts);
