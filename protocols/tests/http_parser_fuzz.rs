@@ -14,8 +14,9 @@
 //! ```
 //!
 //! A failure prints the seed and the case number, and the input, so it can
-//! be replayed. A coverage-guided target for the same parser is in
-//! `fuzz/` (cargo-fuzz, nightly, outside the workspace).
+//! be replayed. A coverage-guided target for the same parser is
+//! `protocols/fuzz/fuzz_targets/http_request.rs` (`cargo +nightly fuzz run
+//! http_request` in `protocols/`; its own workspace, never built by CI).
 
 use gyre_protocols::http::server::{RequestError, RequestEvent, RequestLimits, RequestParser};
 

@@ -59,9 +59,9 @@ pub type ErrorResponder = Rc<dyn Fn(u16, &str) -> Response>;
 /// |---|---|---|
 /// | [`limits`](Self::limits) | see [`RequestLimits`] | 400, 413, 414, 431 |
 /// | [`head_timeout`](Self::head_timeout) | [`DEFAULT_HEAD_TIMEOUT`] | 408 |
-/// | [`idle_timeout`](Self::idle_timeout) | [`DEFAULT_IDLE_TIMEOUT`] | closed (408 mid-body) |
+/// | [`idle_timeout`](Self::idle_timeout) | [`DEFAULT_IDLE_TIMEOUT`] | closed (408 mid-body; logged at debug level between requests) |
 /// | [`max_connections`](Self::max_connections) | [`DEFAULT_MAX_CONNECTIONS`] | [`at_capacity`](Self::at_capacity): 503, or accepting paused |
-/// | [`max_pipelined`](Self::max_pipelined) | [`DEFAULT_MAX_PIPELINED`] | reading paused until answers go out |
+/// | [`max_pipelined`](Self::max_pipelined) | [`DEFAULT_MAX_PIPELINED`] | reading paused until answers go out (logged at debug level) |
 /// | [`tls_handshake_timeout`](Self::tls_handshake_timeout) | [`DEFAULT_TLS_HANDSHAKE_TIMEOUT`] | closed (TLS only) |
 ///
 /// ```

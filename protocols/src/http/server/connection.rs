@@ -392,6 +392,13 @@ impl Conn {
             }
             if self.parser.is_idle() && self.must_wait() {
                 if !input.is_empty() {
+                    log::debug!(
+                        "{}: {}: {} answers owed, {} bytes unsent: reading paused",
+                        self.name(),
+                        self.peer,
+                        self.answers.len(),
+                        self.unsent()
+                    );
                     self.held.extend_from_slice(input);
                     if let Some(t) = &self.transport {
                         t.pause_reading();
