@@ -122,7 +122,10 @@ fn add_note(notes: &RefCell<Notes>, request: &ServerRequest) -> Response {
         return error(400, "expected {\"text\": \"...\"}");
     };
     if text.chars().count() > MAX_NOTE_CHARS {
-        return error(413, &format!("a note has at most {MAX_NOTE_CHARS} characters"));
+        return error(
+            413,
+            &format!("a note has at most {MAX_NOTE_CHARS} characters"),
+        );
     }
     let mut notes = notes.borrow_mut();
     if notes.notes.len() >= MAX_NOTES {

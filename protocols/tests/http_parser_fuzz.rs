@@ -127,11 +127,22 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
     }
 }
 
+/// One request as parsed.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    method: String,
+    target: String,
+    version: u8,
+    fields: usize,
+    body: Vec<u8>,
+    trailers: usize,
+    ended: bool,
+}
+
 /// What a whole run amounts to, compared across cuts.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
-    /// Method, target, version, field count, body, trailer count, ended.
-    requests: Vec<(String, String, u8, usize, Vec<u8>, usize, bool)>,
+    requests: Vec<Seen>,
     error: Option<RequestError>,
 }
 
@@ -161,43 +172,48 @@ fn run(limits: RequestLimits, pieces: &[&[u8]], what: &dyn Fn() -> String) -> Ou
                 }
                 Ok(Some(event)) => {
                     assert!(input.len() <= before);
-                    let open = out.requests.last().is_some_and(|r| !r.6);
+                    let open = out.requests.last().is_some_and(|r| !r.ended);
                     match event {
                         RequestEvent::Head(h) => {
                             assert!(!open, "a head inside a request in {}", what());
                             assert!(h.target.len() <= limits.max_uri_len, "{}", what());
                             assert!(h.headers.len() <= limits.max_headers, "{}", what());
-                            out.requests.push((
-                                h.method,
-                                h.target,
-                                h.version,
-                                h.headers.len(),
-                                Vec::new(),
-                                0,
-                                false,
-                            ));
+                            out.requests.push(Seen {
+                                fields: h.headers.len(),
+                                method: h.method,
+                                target: h.target,
+                                version: h.version,
+                                body: Vec::new(),
+                                trailers: 0,
+                                ended: false,
+                            });
                         }
                         RequestEvent::Data(d) => {
                             assert!(open && !d.is_empty(), "stray data in {}", what());
                             let r = out.requests.last_mut().expect("open");
-                            r.4.extend_from_slice(d);
-                            assert!(r.4.len() as u64 <= limits.max_body, "{}", what());
+                            r.body.extend_from_slice(d);
+                            assert!(r.body.len() as u64 <= limits.max_body, "{}", what());
                         }
                         RequestEvent::Trailers(t) => {
                             assert!(open && !t.is_empty(), "stray trailers in {}", what());
                             assert!(t.len() <= limits.max_headers, "{}", what());
-                            out.requests.last_mut().expect("open").5 = t.len();
+                            out.requests.last_mut().expect("open").trailers = t.len();
                         }
                         RequestEvent::End => {
                             assert!(open, "an end without a head in {}", what());
-                            out.requests.last_mut().expect("open").6 = true;
+                            out.requests.last_mut().expect("open").ended = true;
                         }
                     }
                 }
                 Err(e) => {
                     assert!((400..=505).contains(&e.status()), "{}", what());
                     let mut more: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-                    assert_eq!(parser.parse(&mut more).as_ref(), Err(&e), "not sticky: {}", what());
+                    assert_eq!(
+                        parser.parse(&mut more).as_ref(),
+                        Err(&e),
+                        "not sticky: {}",
+                        what()
+                    );
                     assert!(parser.is_failed());
                     out.error = Some(e);
                     break 'pieces;
@@ -249,7 +265,9 @@ fn the_request_parser_survives_mutated_and_random_input_cut_anywhere() {
         };
         let whole = run(limits, &[&input], &what);
         // Cut at random points, and sometimes byte by byte.
-        let mut cuts: Vec<usize> = (0..rng.below(6)).map(|_| rng.below(input.len() + 1)).collect();
+        let mut cuts: Vec<usize> = (0..rng.below(6))
+            .map(|_| rng.below(input.len() + 1))
+            .collect();
         cuts.sort_unstable();
         let mut pieces = Vec::new();
         let mut start = 0;
@@ -258,15 +276,31 @@ fn the_request_parser_survives_mutated_and_random_input_cut_anywhere() {
             start = cut;
         }
         pieces.push(&input[start..]);
-        assert_eq!(run(limits, &pieces, &what), whole, "cut at random: {}", what());
+        assert_eq!(
+            run(limits, &pieces, &what),
+            whole,
+            "cut at random: {}",
+            what()
+        );
         if rng.chance(20) {
             let bytes: Vec<&[u8]> = input.chunks(1).collect();
-            assert_eq!(run(limits, &bytes, &what), whole, "byte by byte: {}", what());
+            assert_eq!(
+                run(limits, &bytes, &what),
+                whole,
+                "byte by byte: {}",
+                what()
+            );
         }
         requests += whole.requests.len();
         errors += usize::from(whole.error.is_some());
     }
     // The mutations reach both sides: requests parsed, and refusals.
-    assert!(requests > cases as usize / 10, "{requests} requests in {cases} cases");
-    assert!(errors > cases as usize / 10, "{errors} errors in {cases} cases");
+    assert!(
+        requests > cases as usize / 10,
+        "{requests} requests in {cases} cases"
+    );
+    assert!(
+        errors > cases as usize / 10,
+        "{errors} errors in {cases} cases"
+    );
 }

@@ -40,7 +40,14 @@ fn site(held: Held) -> impl Fn(ServerRequest) -> Deferred<Response> {
         ("POST" | "PUT", "/echo") => succeed(
             Response::new(200)
                 .with_header("X-Trailers", request.trailers.len().to_string())
-                .with_header("X-Framing", if request.header("transfer-encoding").is_some() { "chunked" } else { "length" })
+                .with_header(
+                    "X-Framing",
+                    if request.header("transfer-encoding").is_some() {
+                        "chunked"
+                    } else {
+                        "length"
+                    },
+                )
                 .with_body(request.body),
         ),
         ("GET" | "HEAD", "/chunked") => succeed(
@@ -75,11 +82,13 @@ fn serve(reactor: &Reactor) -> (HttpServer, Held) {
 /// Wakes the loop every 10 ms while `on`.
 fn tick(reactor: &Reactor, on: &Rc<std::cell::Cell<bool>>) {
     let (again, on) = (reactor.clone(), Rc::clone(on));
-    drop(reactor.call_later(std::time::Duration::from_millis(10), move || {
-        if on.get() {
-            tick(&again, &on);
-        }
-    }));
+    drop(
+        reactor.call_later(std::time::Duration::from_millis(10), move || {
+            if on.get() {
+                tick(&again, &on);
+            }
+        }),
+    );
 }
 
 const PYTHON_CLIENT: &str = r#"
@@ -130,14 +139,29 @@ fn python_http_client_keep_alive_chunked_and_head() {
     let answers: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
     let a = |i: usize, key: &str| answers[i][key].clone();
     // GET and HEAD: the same head, HEAD without the body.
-    assert_eq!((a(0, "status"), a(0, "length"), a(0, "start")), (200.into(), 5.into(), "hello".into()));
-    assert_eq!((a(1, "status"), a(1, "length"), a(1, "cl")), (200.into(), 0.into(), "5".into()));
+    assert_eq!(
+        (a(0, "status"), a(0, "length"), a(0, "start")),
+        (200.into(), 5.into(), "hello".into())
+    );
+    assert_eq!(
+        (a(1, "status"), a(1, "length"), a(1, "cl")),
+        (200.into(), 0.into(), "5".into())
+    );
     // A body with a length, and a chunked one (decoded).
-    assert_eq!((a(2, "length"), a(2, "framing")), (100000.into(), "length".into()));
-    assert_eq!((a(3, "length"), a(3, "framing")), (70007.into(), "chunked".into()));
+    assert_eq!(
+        (a(2, "length"), a(2, "framing")),
+        (100000.into(), "length".into())
+    );
+    assert_eq!(
+        (a(3, "length"), a(3, "framing")),
+        (70007.into(), "chunked".into())
+    );
     assert_eq!(a(3, "start"), "abcdefghhhhhhhhh");
     // A chunked response, decoded by Python; its HEAD has no body.
-    assert_eq!((a(4, "te"), a(4, "length")), ("chunked".into(), 40000.into()));
+    assert_eq!(
+        (a(4, "te"), a(4, "length")),
+        ("chunked".into(), 40000.into())
+    );
     assert_eq!((a(5, "te"), a(5, "length")), ("chunked".into(), 0.into()));
     assert_eq!((a(6, "status"), a(6, "start")), (200.into(), "hi".into()));
     assert_eq!(a(7, "status"), 404);
@@ -159,7 +183,9 @@ fn pipelined_requests_are_answered_in_order() {
          HEAD /hello HTTP/1.1\r\nHost: h\r\n\r\n\
          PUT /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n",
     );
-    wait(&reactor, "the handler to see all four", || server.stats().requests == 4);
+    wait(&reactor, "the handler to see all four", || {
+        server.stats().requests == 4
+    });
     // Nothing may overtake the held answer.
     assert!(client.seen.data.borrow().is_empty(), "{}", client.text());
     let resolver = held.borrow_mut().pop().expect("held");
@@ -190,7 +216,10 @@ fn head_gets_the_head_of_get_and_the_connection_goes_on() {
          GET /hello HTTP/1.1\r\nHost: h\r\n\r\n",
     );
     let answers = client.wait_answers(&reactor, &[true, true, false]);
-    assert_eq!(answers[0].header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(
+        answers[0].header("transfer-encoding").as_deref(),
+        Some("chunked")
+    );
     assert!(answers[0].body.is_empty() && answers[0].trailers.is_empty());
     assert_eq!(answers[1].header("content-length").as_deref(), Some("5"));
     assert!(answers[1].body.is_empty());
@@ -210,10 +239,17 @@ fn chunked_response_on_the_wire() {
     let answers = client.wait_answers(&reactor, &[false]);
     let text = client.text();
     let head_end = text.find("\r\n\r\n").expect("a head") + 4;
-    assert!(text[..head_end].contains("Transfer-Encoding: chunked\r\n"), "{text:.300}");
+    assert!(
+        text[..head_end].contains("Transfer-Encoding: chunked\r\n"),
+        "{text:.300}"
+    );
     assert!(!text[..head_end].contains("Content-Length"), "{text:.300}");
     // 40,000 bytes in chunks of at most 16 KiB, then the trailer.
-    assert!(text[head_end..].starts_with("4000\r\n0123456789"), "{:.40}", &text[head_end..]);
+    assert!(
+        text[head_end..].starts_with("4000\r\n0123456789"),
+        "{:.40}",
+        &text[head_end..]
+    );
     assert!(text.ends_with("\r\n0\r\nX-Checksum: abc\r\n\r\n"));
     assert_eq!(answers[0].body, "0123456789".repeat(4000).as_bytes());
     assert_eq!(
@@ -224,7 +260,10 @@ fn chunked_response_on_the_wire() {
     let old = Raw::connect(&reactor, server.local_addr());
     old.send("GET /chunked HTTP/1.0\r\n\r\n");
     let answers = old.wait_answers(&reactor, &[false]);
-    assert_eq!(answers[0].header("content-length").as_deref(), Some("40000"));
+    assert_eq!(
+        answers[0].header("content-length").as_deref(),
+        Some("40000")
+    );
     assert_eq!(answers[0].header("connection").as_deref(), Some("close"));
     old.wait_closed(&reactor);
 }
@@ -234,14 +273,19 @@ fn expect_100_continue() {
     let reactor = reactor();
     let (server, _) = serve(&reactor);
     let client = Raw::connect(&reactor, server.local_addr());
-    client.send("POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    client.send(
+        "POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
     wait(&reactor, "100 Continue", || {
         client.seen.data.borrow().as_slice() == b"HTTP/1.1 100 Continue\r\n\r\n"
     });
     assert_eq!(server.stats().requests, 0);
     client.send("hello");
     let answers = client.wait_answers(&reactor, &[false]);
-    assert_eq!((answers[0].interim.as_slice(), answers[0].body.as_slice()), (&[100][..], &b"hello"[..]));
+    assert_eq!(
+        (answers[0].interim.as_slice(), answers[0].body.as_slice()),
+        (&[100][..], &b"hello"[..])
+    );
 
     // Too large for the limit: 413 at once, no 100, and the connection closes.
     let big = Raw::connect(&reactor, server.local_addr());
@@ -290,7 +334,10 @@ fn failing_panicking_and_async_handlers() {
     .expect("listen");
     let client = Raw::connect(&reactor, async_server.local_addr());
     client.send("GET /answer HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(client.wait_answers(&reactor, &[false])[0].body, b"/answer 42");
+    assert_eq!(
+        client.wait_answers(&reactor, &[false])[0].body,
+        b"/answer 42"
+    );
 }
 
 #[test]
@@ -322,7 +369,10 @@ fn https_with_gyres_own_client_keeps_the_connection() {
     let base = format!("https://127.0.0.1:{}", server.local_addr().port());
     for (request, body) in [
         (Request::get(format!("{base}/hello")), &b"hello"[..]),
-        (Request::post(format!("{base}/echo")).body("over TLS"), b"over TLS"),
+        (
+            Request::post(format!("{base}/echo")).body("over TLS"),
+            b"over TLS",
+        ),
     ] {
         let d = client.request(request);
         wait(&reactor, "the response", || d.called());
@@ -333,7 +383,10 @@ fn https_with_gyres_own_client_keeps_the_connection() {
     wait(&reactor, "the chunked response", || d.called());
     let response = d.take_result().expect("fired").expect("response");
     assert_eq!(response.body.len(), 40000);
-    assert_eq!(response.trailers, vec![("X-Checksum".to_string(), b"abc".to_vec())]);
+    assert_eq!(
+        response.trailers,
+        vec![("X-Checksum".to_string(), b"abc".to_vec())]
+    );
     let stats = server.stats();
     assert_eq!((stats.connections, stats.requests), (1, 3));
 }

@@ -93,7 +93,9 @@ fn a_1_gb_chunked_upload_is_refused_at_the_body_limit_without_buffering_it() {
         d.store(true, Ordering::SeqCst);
         got
     });
-    wait(&reactor, "the uploader to finish", || done.load(Ordering::SeqCst));
+    wait(&reactor, "the uploader to finish", || {
+        done.load(Ordering::SeqCst)
+    });
     let got = uploader.join().expect("uploader");
     let answers = parse_answers(&got, &[false]);
     assert_eq!(answers.len(), 1, "{}", String::from_utf8_lossy(&got));
@@ -105,7 +107,9 @@ fn a_1_gb_chunked_upload_is_refused_at_the_body_limit_without_buffering_it() {
     let stats = server.stats();
     assert_eq!((stats.requests, stats.refusals), (0, 1));
     assert!(stats.bytes_received < GIB / 16, "{}", stats.bytes_received);
-    wait(&reactor, "the connection to close", || server.open_connections() == 0);
+    wait(&reactor, "the connection to close", || {
+        server.open_connections() == 0
+    });
 }
 
 /// The slow-loris test's settings: a head time-out longer than the idle
@@ -168,9 +172,14 @@ fn idle_connections_are_closed_at_the_idle_timeout() {
     once.wait_closed(&reactor);
     // Closed quietly: no 408 between requests.
     assert!(silent.seen.data.borrow().is_empty());
-    assert_eq!(parse_answers(&once.seen.data.borrow(), &[false, false]).len(), 1);
+    assert_eq!(
+        parse_answers(&once.seen.data.borrow(), &[false, false]).len(),
+        1
+    );
     assert_eq!(server.stats().timeouts, 2);
-    wait(&reactor, "the server's side to close", || server.open_connections() == 0);
+    wait(&reactor, "the server's side to close", || {
+        server.open_connections() == 0
+    });
 }
 
 #[test]
@@ -185,7 +194,10 @@ fn a_body_that_stalls_gets_408_at_the_idle_timeout() {
     });
     manual.advance(Duration::from_secs(3));
     client.wait_closed(&reactor);
-    assert_eq!(parse_answers(&client.seen.data.borrow(), &[false])[0].status, 408);
+    assert_eq!(
+        parse_answers(&client.seen.data.borrow(), &[false])[0].status,
+        408
+    );
 }
 
 #[test]
@@ -207,17 +219,36 @@ fn each_limit_answers_its_status_after_the_earlier_pipelined_answers() {
     let ok = "GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi";
     let many_fields: String = (0..9).map(|i| format!("X-{i}: y\r\n")).collect();
     let cases = [
-        (format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(300)), 414),
-        (format!("GET / HTTP/1.1\r\nHost: h\r\n{many_fields}\r\n"), 431),
-        (format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "b".repeat(3000)), 431),
-        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65\r\n\r\n".to_string(), 413),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(300)),
+            414,
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: h\r\n{many_fields}\r\n"),
+            431,
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+                "b".repeat(3000)
+            ),
+            431,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 65\r\n\r\n".to_string(),
+            413,
+        ),
         (
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n".to_string()
                 + &"c".repeat(64)
                 + "\r\n1\r\nc\r\n",
             413,
         ),
-        ("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\nHost: h\r\n\r\n".to_string(), 400),
+        (
+            "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\nHost: h\r\n\r\n"
+                .to_string(),
+            400,
+        ),
         ("this is not HTTP\r\n\r\n".to_string(), 400),
         ("GET / HTTP/3.0\r\nHost: h\r\n\r\n".to_string(), 505),
     ];
@@ -233,7 +264,10 @@ fn each_limit_answers_its_status_after_the_earlier_pipelined_answers() {
         assert_eq!(answers[2].header("connection").as_deref(), Some("close"));
     }
     let stats = server.stats();
-    assert_eq!((stats.requests, stats.refusals), (2 * cases.len() as u64, cases.len() as u64));
+    assert_eq!(
+        (stats.requests, stats.refusals),
+        (2 * cases.len() as u64, cases.len() as u64)
+    );
 }
 
 #[test]
@@ -327,7 +361,10 @@ fn a_client_that_reads_no_answers_stops_being_read_and_is_aborted_when_idle() {
         wait(&reactor, "a turn of the loop", move || f.get() >= target);
     }
     let handled = server.stats().requests;
-    assert!(handled < 100, "{handled} requests handled for a client that reads nothing (from {before})");
+    assert!(
+        handled < 100,
+        "{handled} requests handled for a client that reads nothing (from {before})"
+    );
     // Idle with unread answers: aborted at the idle time-out.
     manual.advance(Duration::from_secs(3));
     wait(&reactor, "the abort", || server.open_connections() == 0);

@@ -4,11 +4,11 @@
 //! comes later from a timer on the manual clock while others are served.
 
 #[allow(dead_code)]
-#[path = "../../examples/web_json.rs"]
-mod web_json;
-#[allow(dead_code)]
 #[path = "common/run.rs"]
 mod run;
+#[allow(dead_code)]
+#[path = "../../examples/web_json.rs"]
+mod web_json;
 
 use std::time::Duration;
 
@@ -41,21 +41,34 @@ fn the_example_serves_json() {
     assert_eq!(clock.header_str("content-type"), Some("application/json"));
     assert!(clock.json().expect("JSON")["unix_time"].as_u64().is_some());
 
-    let note = Request::post(format!("{base}/notes")).json(&serde_json::json!({"text": "buy milk"}));
+    let note =
+        Request::post(format!("{base}/notes")).json(&serde_json::json!({"text": "buy milk"}));
     let created = ask(&reactor, &client, note);
     assert_eq!(created.status, 201);
     assert_eq!(created.json().expect("JSON")["id"], 1);
-    let bad = ask(&reactor, &client, Request::post(format!("{base}/notes")).body("{nope"));
+    let bad = ask(
+        &reactor,
+        &client,
+        Request::post(format!("{base}/notes")).body("{nope"),
+    );
     assert_eq!(bad.status, 400);
     let notes = ask(&reactor, &client, Request::get(format!("{base}/notes")));
     assert_eq!(notes.json().expect("JSON")["notes"][0]["text"], "buy milk");
-    assert_eq!(ask(&reactor, &client, Request::get(format!("{base}/nope"))).status, 404);
-    assert_eq!(ask(&reactor, &client, Request::delete(format!("{base}/clock"))).status, 405);
+    assert_eq!(
+        ask(&reactor, &client, Request::get(format!("{base}/nope"))).status,
+        404
+    );
+    assert_eq!(
+        ask(&reactor, &client, Request::delete(format!("{base}/clock"))).status,
+        405
+    );
 
     // A later answer: the loop serves the clock meanwhile; the answer
     // comes when the (manual) time has come.
     let later = client.request(Request::get(format!("{base}/later?seconds=5")));
-    wait(&reactor, "the later request to arrive", || server.stats().requests == 8);
+    wait(&reactor, "the later request to arrive", || {
+        server.stats().requests == 8
+    });
     let meanwhile = ask(&reactor, &client, Request::get(format!("{base}/clock")));
     assert_eq!(meanwhile.status, 200);
     assert!(!later.called());

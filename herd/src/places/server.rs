@@ -281,7 +281,11 @@ fn make_certs(listen_ip: IpAddr) -> Result<Certs, rcgen::Error> {
 /// drops the body of a `HEAD` answer), 405 for other methods, 404 for other
 /// paths.
 fn handle(request: ServerRequest) -> Deferred<Response> {
-    succeed(route(&request.method, request.path(), request.query().unwrap_or("")))
+    succeed(route(
+        &request.method,
+        request.path(),
+        request.query().unwrap_or(""),
+    ))
 }
 
 fn route(method: &str, path: &str, query: &str) -> Response {
@@ -334,16 +338,15 @@ mod tests {
 
     /// The answer body's `status`.
     fn status_of(reply: &Response) -> String {
-        reply.json().unwrap()["status"].as_str().unwrap_or("").to_string()
+        reply.json().unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     #[test]
     fn routes() {
-        let ok = route(
-            "GET",
-            NEARBY_PATH,
-            "location=34.0729,-118.4422&radius=100",
-        );
+        let ok = route("GET", NEARBY_PATH, "location=34.0729,-118.4422&radius=100");
         assert_eq!(ok.status, 200);
         assert_eq!(status_of(&ok), "OK");
         assert_eq!(ok.header_str("server"), Some("gyre-local-places"));

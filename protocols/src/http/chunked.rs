@@ -231,8 +231,11 @@ mod tests {
         max_body: 32,
     };
 
-    /// Body, trailers and leftover input, fed byte by byte.
-    fn decode_bytewise(input: &[u8]) -> Result<(Vec<u8>, Vec<Header>, Vec<u8>), HttpError> {
+    /// Body, trailers and the input left after the end.
+    type Decoded = (Vec<u8>, Vec<Header>, Vec<u8>);
+
+    /// Decodes `input` fed byte by byte.
+    fn decode_bytewise(input: &[u8]) -> Result<Decoded, HttpError> {
         let mut d = ChunkedDecoder::new(LIMITS);
         let (mut body, mut trailers) = (Vec::new(), Vec::new());
         for (i, byte) in input.iter().enumerate() {

@@ -301,12 +301,10 @@ impl ResponseParser {
                 received: self.body_received,
                 expected: Some(self.body_received + remaining),
             }),
-            State::Chunked(_) => {
-                Err(HttpError::ClosedMidBody {
-                    received: self.body_received,
-                    expected: None,
-                })
-            }
+            State::Chunked(_) => Err(HttpError::ClosedMidBody {
+                received: self.body_received,
+                expected: None,
+            }),
         };
         if let Err(e) = &result {
             self.state = State::Failed(e.clone());
@@ -315,75 +313,71 @@ impl ResponseParser {
     }
 
     fn step<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Event<'a>>, HttpError> {
-        loop {
-            match self.state {
-                State::Failed(ref e) => return Err(e.clone()),
-                State::Done => return Ok(None),
-                State::Head => {
+        match self.state {
+            State::Failed(ref e) => Err(e.clone()),
+            State::Done => Ok(None),
+            State::Head => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                if self.buf.is_empty() {
+                    // A client should ignore empty lines before the
+                    // status line (RFC 9112 §2.2).
+                    let skip = input
+                        .iter()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count();
+                    *input = &input[skip..];
                     if input.is_empty() {
                         return Ok(None);
                     }
-                    if self.buf.is_empty() {
-                        // A client should ignore empty lines before the
-                        // status line (RFC 9112 §2.2).
-                        let skip = input
-                            .iter()
-                            .take_while(|b| matches!(b, b'\r' | b'\n'))
-                            .count();
-                        *input = &input[skip..];
-                        if input.is_empty() {
-                            return Ok(None);
-                        }
-                    }
-                    let Some(end) = self.collect_head(input)? else {
-                        return Ok(None);
-                    };
-                    return self.parse_head(end).map(Some);
                 }
-                State::Length { remaining: 0 } => {
-                    self.state = State::Done;
-                    return Ok(Some(Event::End));
-                }
-                State::Length { remaining } => {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    let data = take(input, remaining);
-                    self.state = State::Length {
-                        remaining: remaining - data.len() as u64,
-                    };
-                    self.body_received += data.len() as u64;
-                    return Ok(Some(Event::Data(data)));
-                }
-                State::UntilClose => {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    let room = self.limits.max_body.saturating_sub(self.body_received);
-                    if input.len() as u64 > room {
-                        return Err(HttpError::BodyTooLarge {
-                            limit: self.limits.max_body,
-                        });
-                    }
-                    let data = std::mem::take(input);
-                    self.body_received += data.len() as u64;
-                    return Ok(Some(Event::Data(data)));
-                }
-                State::Chunked(ref mut decoder) => {
-                    return match decoder.decode(input)? {
-                        None => Ok(None),
-                        Some(Chunk::Data(data)) => {
-                            self.body_received += data.len() as u64;
-                            Ok(Some(Event::Data(data)))
-                        }
-                        Some(Chunk::Trailers(trailers)) => Ok(Some(Event::Trailers(trailers))),
-                        Some(Chunk::End) => {
-                            self.state = State::Done;
-                            Ok(Some(Event::End))
-                        }
-                    };
-                }
+                let Some(end) = self.collect_head(input)? else {
+                    return Ok(None);
+                };
+                self.parse_head(end).map(Some)
             }
+            State::Length { remaining: 0 } => {
+                self.state = State::Done;
+                Ok(Some(Event::End))
+            }
+            State::Length { remaining } => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                let data = take(input, remaining);
+                self.state = State::Length {
+                    remaining: remaining - data.len() as u64,
+                };
+                self.body_received += data.len() as u64;
+                Ok(Some(Event::Data(data)))
+            }
+            State::UntilClose => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                let room = self.limits.max_body.saturating_sub(self.body_received);
+                if input.len() as u64 > room {
+                    return Err(HttpError::BodyTooLarge {
+                        limit: self.limits.max_body,
+                    });
+                }
+                let data = std::mem::take(input);
+                self.body_received += data.len() as u64;
+                Ok(Some(Event::Data(data)))
+            }
+            State::Chunked(ref mut decoder) => match decoder.decode(input)? {
+                None => Ok(None),
+                Some(Chunk::Data(data)) => {
+                    self.body_received += data.len() as u64;
+                    Ok(Some(Event::Data(data)))
+                }
+                Some(Chunk::Trailers(trailers)) => Ok(Some(Event::Trailers(trailers))),
+                Some(Chunk::End) => {
+                    self.state = State::Done;
+                    Ok(Some(Event::End))
+                }
+            },
         }
     }
 
@@ -512,7 +506,6 @@ impl ResponseParser {
             Some(n) => Ok(BodyFraming::Length(n)),
         }
     }
-
 }
 
 /// Whether the `Connection` header and the version allow another request.

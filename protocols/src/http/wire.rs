@@ -115,9 +115,7 @@ pub(crate) fn is_token(s: &[u8]) -> bool {
 
 /// The options of `Connection` fields: whether any says `close`, and
 /// whether any says `keep-alive`.
-pub(crate) fn connection_options<'h>(
-    values: impl Iterator<Item = &'h [u8]>,
-) -> (bool, bool) {
+pub(crate) fn connection_options<'h>(values: impl Iterator<Item = &'h [u8]>) -> (bool, bool) {
     let mut close = false;
     let mut keep_alive = false;
     for value in values {
@@ -146,7 +144,10 @@ mod tests {
     fn sections_stay_within_their_limit() {
         let mut buf = Vec::new();
         let mut input: &[u8] = b"GET / HTTP/1.1\r\n\r\nrest";
-        assert_eq!(collect_section(&mut buf, &mut input, 64, false), Ok(Some(18)));
+        assert_eq!(
+            collect_section(&mut buf, &mut input, 64, false),
+            Ok(Some(18))
+        );
         assert_eq!(input, b"rest");
         let mut buf = Vec::new();
         let big = [b'a'; 100];

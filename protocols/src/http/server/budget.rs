@@ -155,7 +155,10 @@ mod tests {
         let budget = Budget::new("test", 2, AtCapacity::Answer503 { at_most: 2 });
         let a = budget.admit();
         let b = budget.admit();
-        assert!(matches!((&a, &b), (Admission::Serve(_), Admission::Serve(_))));
+        assert!(matches!(
+            (&a, &b),
+            (Admission::Serve(_), Admission::Serve(_))
+        ));
         let c = budget.admit();
         assert!(matches!(c, Admission::Refuse(_)));
         assert_eq!(budget.open(), 3);

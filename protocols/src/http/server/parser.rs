@@ -65,7 +65,9 @@ use std::fmt;
 use crate::http::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use crate::http::error::{excerpt, HttpError};
 use crate::http::parser::{find_header, BodyFraming, Header};
-use crate::http::wire::{collect_section, connection_options, first_line, parse_decimal, take, trim};
+use crate::http::wire::{
+    collect_section, connection_options, first_line, parse_decimal, take, trim,
+};
 
 /// The default [`RequestLimits::max_head_bytes`]: 16 KiB.
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;

@@ -26,7 +26,11 @@ fn run(limits: RequestLimits, pieces: &[&[u8]]) -> Result<Parsed, RequestError> 
                 }
                 RequestEvent::Data(d) => {
                     assert!(!d.is_empty(), "empty data event");
-                    out.requests.last_mut().expect("a head first").1.extend_from_slice(d);
+                    out.requests
+                        .last_mut()
+                        .expect("a head first")
+                        .1
+                        .extend_from_slice(d);
                 }
                 RequestEvent::Trailers(t) => out.requests.last_mut().expect("a head first").2 = t,
                 RequestEvent::End => {
@@ -54,7 +58,10 @@ fn all_chunkings(limits: RequestLimits, input: &[u8]) -> Result<Parsed, RequestE
     let n = input.len();
     if n <= 300 {
         for i in 0..=n {
-            same(run(limits, &[&input[..i], &input[i..]]), &format!("cut at {i}"));
+            same(
+                run(limits, &[&input[..i], &input[i..]]),
+                &format!("cut at {i}"),
+            );
         }
         for i in (0..=n).step_by(7) {
             for j in i..=n {
@@ -98,10 +105,12 @@ fn get_and_keep_alive() {
 
 #[test]
 fn pipelined_requests_with_bodies() {
-    let p = ok(b"POST /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\
+    let p = ok(
+        b"POST /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\
         \r\nPUT /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
         2;x=y\r\nde\r\n1\r\nf\r\n0\r\nT: 1\r\n\r\n\
-        GET /3 HTTP/1.1\r\nHost: h\r\n\r\n");
+        GET /3 HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
     let summary: Vec<_> = p
         .requests
         .iter()
@@ -109,7 +118,11 @@ fn pipelined_requests_with_bodies() {
         .collect();
     assert_eq!(
         summary,
-        [("/1", &b"abc"[..], 0), ("/2", &b"def"[..], 1), ("/3", &b""[..], 0)]
+        [
+            ("/1", &b"abc"[..], 0),
+            ("/2", &b"def"[..], 1),
+            ("/3", &b""[..], 0)
+        ]
     );
     assert_eq!(p.requests[1].0.framing, BodyFraming::Chunked);
     assert_eq!(p.requests[1].2, vec![("T".to_string(), b"1".to_vec())]);
@@ -150,10 +163,20 @@ fn malformed_requests_are_400() {
         b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
     ] {
         let e = err(input);
-        assert_eq!(e.status(), 400, "{e} for {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            e.status(),
+            400,
+            "{e} for {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     // A little leading CRLF is forgiven.
-    assert_eq!(ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n").requests.len(), 1);
+    assert_eq!(
+        ok(b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .requests
+            .len(),
+        1
+    );
     assert_eq!(
         err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status(),
         501
@@ -172,7 +195,12 @@ fn limits_and_their_statuses() {
     };
     let check = |input: &[u8], status: u16| {
         let e = all_chunkings(limits, input).expect_err("refused");
-        assert_eq!(e.status(), status, "{e} for {:?}", String::from_utf8_lossy(input));
+        assert_eq!(
+            e.status(),
+            status,
+            "{e} for {:?}",
+            String::from_utf8_lossy(input)
+        );
     };
     // The target: right at the limit is fine, one more is 414, and a
     // target that never ends is refused before the head limit.
@@ -182,17 +210,31 @@ fn limits_and_their_statuses() {
     // The head.
     let fits = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
     assert!(all_chunkings(limits, fits).is_ok());
-    check(b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431);
+    check(
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        431,
+    );
     let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
     big.resize(200, b'x');
     check(&big, 431);
     // The body, announced and chunked.
-    assert!(all_chunkings(limits, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n12345678").is_ok());
-    check(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n", 413);
-    check(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n4\r\n", 413);
+    assert!(all_chunkings(
+        limits,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n12345678"
+    )
+    .is_ok());
+    check(
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n",
+        413,
+    );
+    check(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n4\r\n",
+        413,
+    );
     check(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;aaaaaaaaaaaaaaaaaaaa\r\n", 400);
     // Trailers count as a head.
-    let mut trailer = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ".to_vec();
+    let mut trailer =
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ".to_vec();
     trailer.extend_from_slice(&[b'y'; 200]);
     check(&trailer, 431);
 }
@@ -210,11 +252,17 @@ fn a_head_that_never_ends_is_refused_at_the_limit_not_buffered() {
     let mut input: &[u8] = &junk;
     assert_eq!(p.parse(&mut input), Ok(None));
     let mut input: &[u8] = &junk;
-    assert_eq!(p.parse(&mut input), Err(RequestError::HeadTooLarge { limit: 1024 }));
+    assert_eq!(
+        p.parse(&mut input),
+        Err(RequestError::HeadTooLarge { limit: 1024 })
+    );
     assert_eq!(p.buffered_len(), 0);
     // Spent: the same error again.
     let mut input: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-    assert_eq!(p.parse(&mut input), Err(RequestError::HeadTooLarge { limit: 1024 }));
+    assert_eq!(
+        p.parse(&mut input),
+        Err(RequestError::HeadTooLarge { limit: 1024 })
+    );
     assert!(p.is_failed());
 }
 
@@ -222,7 +270,10 @@ fn a_head_that_never_ends_is_refused_at_the_limit_not_buffered() {
 fn body_state_is_visible() {
     let mut p = RequestParser::new();
     let mut input: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab";
-    assert!(matches!(p.parse(&mut input), Ok(Some(RequestEvent::Head(_)))));
+    assert!(matches!(
+        p.parse(&mut input),
+        Ok(Some(RequestEvent::Head(_)))
+    ));
     assert!(p.in_body());
     assert_eq!(p.parse(&mut input), Ok(Some(RequestEvent::Data(b"ab"))));
     assert_eq!(p.body_received(), 2);

@@ -119,7 +119,10 @@ pub(crate) fn serialize(response: &Response, ctx: AnswerContext) -> Vec<u8> {
     };
     let reason = if status == response.status
         && !response.reason.is_empty()
-        && response.reason.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        && response
+            .reason
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
     {
         response.reason.as_str()
     } else {
@@ -128,10 +131,17 @@ pub(crate) fn serialize(response: &Response, ctx: AnswerContext) -> Vec<u8> {
     let no_body = status == 204 || status == 304;
     let chunked = !no_body
         && ctx.version >= 1
-        && response
-            .header_all("transfer-encoding")
-            .any(|v| v.split(|&b| b == b',').any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")));
-    let mut out = Vec::with_capacity(256 + if ctx.head_only { 0 } else { response.body.len() + 64 });
+        && response.header_all("transfer-encoding").any(|v| {
+            v.split(|&b| b == b',')
+                .any(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        });
+    let mut out = Vec::with_capacity(
+        256 + if ctx.head_only {
+            0
+        } else {
+            response.body.len() + 64
+        },
+    );
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     let (mut has_date, mut has_server) = (false, false);
     for (name, value) in &response.headers {
@@ -282,12 +292,28 @@ mod tests {
             text(&r, KEEP),
             "HTTP/1.1 200 OK\r\nDate: x\r\nServer: gyre/0.1\r\nContent-Length: 5\r\n\r\nhello"
         );
-        let head = text(&r, AnswerContext { head_only: true, close: true, ..KEEP });
-        assert!(head.ends_with("Connection: close\r\nContent-Length: 5\r\n\r\n"), "{head}");
+        let head = text(
+            &r,
+            AnswerContext {
+                head_only: true,
+                close: true,
+                ..KEEP
+            },
+        );
+        assert!(
+            head.ends_with("Connection: close\r\nContent-Length: 5\r\n\r\n"),
+            "{head}"
+        );
         let old = text(&r, AnswerContext { version: 0, ..KEEP });
         assert!(old.contains("Connection: keep-alive\r\n"), "{old}");
-        let empty = text(&Response::new(204).with_header("Date", "x").with_body("no"), KEEP);
-        assert_eq!(empty, "HTTP/1.1 204 No Content\r\nDate: x\r\nServer: gyre/0.1\r\n\r\n");
+        let empty = text(
+            &Response::new(204).with_header("Date", "x").with_body("no"),
+            KEEP,
+        );
+        assert_eq!(
+            empty,
+            "HTTP/1.1 204 No Content\r\nDate: x\r\nServer: gyre/0.1\r\n\r\n"
+        );
     }
 
     #[test]
@@ -300,7 +326,11 @@ mod tests {
         let bytes = serialize(&r, KEEP);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nDate: x\r\nServer: gyre/0.1\r\nTransfer-Encoding: chunked\r\n\r\n4000\r\n"));
-        assert!(text.ends_with("\r\n1\r\na\r\n0\r\nX-Sum: 1\r\n\r\n"), "{}", &text[text.len() - 40..]);
+        assert!(
+            text.ends_with("\r\n1\r\na\r\n0\r\nX-Sum: 1\r\n\r\n"),
+            "{}",
+            &text[text.len() - 40..]
+        );
         // To HTTP/1.0: a length instead.
         let old = String::from_utf8(serialize(&r, AnswerContext { version: 0, ..KEEP })).unwrap();
         assert!(old.contains(&format!("Content-Length: {}\r\n", CHUNK_SIZE + 1)));
