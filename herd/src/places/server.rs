@@ -154,7 +154,7 @@ impl LocalPlacesService {
             // Its own spare descriptor: out of descriptors, it refuses its
             // own clients rather than leave them hanging.
             listen: ListenOptions::new(),
-            error_response: Some(Rc::new(|status, message| error_reply(status, message))),
+            error_response: Some(Rc::new(error_reply)),
             name: "local Places service".to_string(),
             ..HttpServerConfig::default()
         };
