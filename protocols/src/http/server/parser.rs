@@ -24,7 +24,7 @@
 //!
 //! | limit | default | exceeded |
 //! |---|---|---|
-//! | [`max_uri_len`](RequestLimits::max_uri_len) | [`DEFAULT_MAX_URI_LEN`] | 414, as soon as the target grows past it |
+//! | [`max_uri_len`](RequestLimits::max_uri_len) | [`DEFAULT_MAX_URI_LEN`] | 414, as soon as the target grows past it (or the request line past `max_head_bytes`) |
 //! | [`max_head_bytes`](RequestLimits::max_head_bytes) | [`DEFAULT_MAX_HEAD_BYTES`] | 431 (the trailers too) |
 //! | [`max_headers`](RequestLimits::max_headers) | [`DEFAULT_MAX_HEADERS`] | 431 (the trailers too) |
 //! | [`max_body`](RequestLimits::max_body) | [`DEFAULT_MAX_BODY`] | 413, at the head for `Content-Length`, at the chunk-size line for chunked |
@@ -408,7 +408,7 @@ impl RequestParser {
                 let limit = self.limits.max_head_bytes;
                 let collected = collect_section(&mut self.buf, input, limit, false);
                 self.scan_request_line()?;
-                let Some(end) = collected.map_err(|_| RequestError::HeadTooLarge { limit })? else {
+                let Some(end) = collected.map_err(|_| self.head_too_large())? else {
                     return Ok(None);
                 };
                 let head = self.parse_head(end)?;
@@ -492,6 +492,19 @@ impl RequestParser {
             return Err(RequestError::UriTooLong { limit });
         }
         Ok(())
+    }
+
+    /// The error for a head past its limit: 414 if it is the request line
+    /// that has not ended (the target is what is too long), else 431.
+    fn head_too_large(&self) -> RequestError {
+        match (self.scan.target_start, self.scan.target_end) {
+            (Some(_), None) => RequestError::UriTooLong {
+                limit: self.limits.max_uri_len,
+            },
+            _ => RequestError::HeadTooLarge {
+                limit: self.limits.max_head_bytes,
+            },
+        }
     }
 
     /// Parses and checks the head in `buf[..end]`.

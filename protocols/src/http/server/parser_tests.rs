@@ -207,6 +207,13 @@ fn limits_and_their_statuses() {
     assert!(all_chunkings(limits, b"GET /234567890123456 HTTP/1.1\r\nHost: h\r\n\r\n").is_ok());
     check(b"GET /2345678901234567 HTTP/1.1\r\nHost: h\r\n\r\n", 414);
     check(&[b"GET /".as_slice(), &[b'a'; 40]].concat(), 414);
+    // A request line longer than the whole head limit is still a 414.
+    let wide = RequestLimits {
+        max_uri_len: 1000,
+        ..limits
+    };
+    let e = all_chunkings(wide, &[b"GET /".as_slice(), &[b'a'; 300]].concat()).unwrap_err();
+    assert_eq!(e.status(), 414);
     // The head.
     let fits = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
     assert!(all_chunkings(limits, fits).is_ok());
