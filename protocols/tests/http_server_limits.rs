@@ -370,3 +370,33 @@ fn a_client_that_reads_no_answers_stops_being_read_and_is_aborted_when_idle() {
     wait(&reactor, "the abort", || server.open_connections() == 0);
     assert_eq!(server.stats().timeouts, 1);
 }
+
+#[test]
+fn big_answers_to_pipelined_requests_all_arrive_to_a_client_that_reads() {
+    // Twenty requests in one write: sixteen (the pipelining limit) are
+    // read and answered, then reading waits until the loop has flushed
+    // answers far above the write buffer's high-water mark.
+    let reactor = reactor();
+    let server = HttpServer::listen(
+        &reactor,
+        any_port(),
+        HttpServerConfig::default(),
+        |request: ServerRequest| {
+            let fill = request.path().as_bytes()[1];
+            succeed(Response::new(200).with_body(vec![fill; 100 * 1024]))
+        },
+    )
+    .expect("listen");
+    let client = Raw::connect(&reactor, server.local_addr());
+    let paths: Vec<char> = ('a'..='t').collect();
+    let requests: String = paths
+        .iter()
+        .map(|p| format!("GET /{p} HTTP/1.1\r\nHost: h\r\n\r\n"))
+        .collect();
+    client.send(requests);
+    let answers = client.wait_answers(&reactor, &[false; 20]);
+    for (answer, path) in answers.iter().zip(paths) {
+        assert_eq!(answer.body.len(), 100 * 1024);
+        assert!(answer.body.iter().all(|&b| char::from(b) == path));
+    }
+}

@@ -210,6 +210,7 @@ impl HttpConnection {
                 phase: Phase::Reading,
                 flow: Flow::Open,
                 held: Vec::new(),
+                recheck: None,
                 deadline: None,
                 _slot: slot,
             })
@@ -329,6 +330,9 @@ struct Conn {
     /// Input not parsed yet because reading is paused (at a request
     /// boundary); the transport is paused while it is not empty.
     held: Vec<u8>,
+    /// Bytes unsent when a look after the loop's flush was last scheduled
+    /// (see `recheck_after_flush`).
+    recheck: Option<usize>,
     deadline: Option<(Deadline, DelayedCall)>,
     /// Its share of the connection cap, given back when dropped.
     _slot: Slot,
@@ -403,13 +407,7 @@ impl Conn {
                     if let Some(t) = &self.transport {
                         t.pause_reading();
                     }
-                    if self.flow == Flow::Open && self.unsent() > DEFAULT_HIGH_WATER {
-                        // The loop flushes when this event is done: then
-                        // either the producer is paused (and resumed later)
-                        // or the buffer has drained. Look again then.
-                        let me = self.me.clone();
-                        self.shared.reactor.call_soon(move || poke(&me));
-                    }
+                    self.recheck_after_flush();
                 }
                 return;
             }
@@ -636,11 +634,37 @@ impl Conn {
         }
     }
 
+    /// Reading waits for unsent answers that the loop has not tried to
+    /// flush yet: it flushes when the current event is done, and then
+    /// either pauses the producer (and resumes it later) or has drained the
+    /// buffer with no event for it. Look again then.
+    ///
+    /// Never a busy loop: a recheck that finds no fewer bytes unsent than
+    /// the last one schedules no other (the producer's resume, an answer,
+    /// or the idle time-out wakes the connection then).
+    fn recheck_after_flush(&mut self) {
+        let unsent = self.unsent();
+        if self.flow != Flow::Open || unsent <= DEFAULT_HIGH_WATER {
+            return;
+        }
+        if self.recheck.is_some_and(|last| unsent >= last) {
+            return;
+        }
+        self.recheck = Some(unsent);
+        let me = self.me.clone();
+        self.shared.reactor.call_soon(move || poke(&me));
+    }
+
     /// Parses held input if reading may go on; whether it did.
     fn resume_held(&mut self) -> bool {
-        if self.held.is_empty() || self.phase != Phase::Reading || self.must_wait() {
+        if self.held.is_empty() || self.phase != Phase::Reading {
             return false;
         }
+        if self.must_wait() {
+            self.recheck_after_flush();
+            return false;
+        }
+        self.recheck = None;
         let held = std::mem::take(&mut self.held);
         self.feed(&held);
         if self.held.is_empty() && self.phase == Phase::Reading {
