@@ -222,6 +222,37 @@ fn local_service_invalid_requests() {
     assert_error(&answer, "INVALID_REQUEST");
 }
 
+#[test]
+fn local_service_refuses_oversized_requests_with_json() {
+    let reactor = reactor();
+    let (service, _) = local(&reactor);
+    let http = HttpClient::with_config(
+        &reactor,
+        HttpClientConfig {
+            tls: client_config_with_roots(&parse_certs_pem(service.ca_pem()).unwrap(), &[])
+                .unwrap(),
+            ..HttpClientConfig::default()
+        },
+    );
+    let url = service.url();
+    let mut many_fields = Request::get(format!("{url}?location=1,1&radius=1"));
+    for i in 0..40 {
+        many_fields = many_fields.header(format!("X-{i}"), "y");
+    }
+    for (request, status) in [
+        (many_fields, 431),
+        (Request::get(format!("{url}?pad={}", "a".repeat(9000))), 414),
+        (Request::post(url.clone()).body(vec![b'x'; 9000]), 413),
+    ] {
+        let response = wait(&reactor, http.request(request));
+        assert_eq!(response.status, status);
+        assert_eq!(response.header_str("connection"), Some("close"));
+        assert_eq!(response.json().unwrap()["status"], "INVALID_REQUEST");
+    }
+    let stats = service.http_server().stats();
+    assert_eq!((stats.requests, stats.refusals), (0, 3));
+}
+
 // ----- fake Google servers ----------------------------------------------------
 
 /// A request a fake server received.

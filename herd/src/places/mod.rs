@@ -11,8 +11,9 @@
 //! Inside: `convert` turns back-end answers into the legacy shape (sans-IO),
 //! `search` answers the local service's queries (sans-IO), `dataset` holds
 //! the local places, `geo` the great-circle distance, `query` the query
-//! string and redaction helpers, `http` the local service's request parsing
-//! and replies (sans-IO), and `server` the local HTTPS server itself.
+//! string and redaction helpers, and `server` the local HTTPS service: its
+//! routes and limits on gyre's
+//! [`HttpServer`](gyre_protocols::http::server::HttpServer).
 //!
 //! The API key is secret: it never appears in an answer's `summary` or
 //! `error_message`, nor in a log line written here, nor in the `Debug` form
@@ -38,7 +39,6 @@ mod client;
 mod convert;
 mod dataset;
 mod geo;
-mod http;
 mod query;
 mod search;
 mod server;
@@ -51,7 +51,7 @@ pub use client::{PlacesAnswer, PlacesClient, PlacesStats};
 pub use geo::{haversine_m, EARTH_RADIUS_M};
 pub use server::{
     LocalPlacesOptions, LocalPlacesService, DEFAULT_PLACES_HANDSHAKE_TIMEOUT,
-    DEFAULT_PLACES_IDLE_TIMEOUT, DEFAULT_PLACES_MAX_CONNECTIONS,
+    DEFAULT_PLACES_HEAD_TIMEOUT, DEFAULT_PLACES_IDLE_TIMEOUT, DEFAULT_PLACES_MAX_CONNECTIONS,
 };
 
 /// The endpoint of Google Places API (New) Nearby Search.

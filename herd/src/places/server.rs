@@ -1,43 +1,60 @@
 //! [`LocalPlacesService`]: the legacy Nearby Search endpoint over HTTPS on
 //! loopback, with its own CA made at start-up.
 
-use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use gyre_protocols::tls::{server_config, TlsServerFactory};
-use gyre_reactor::clock::DelayedCall;
-use gyre_reactor::{
-    factory_fn, ConnectionLost, ListenOptions, ListeningPort, Protocol, Reactor, Transport,
+use gyre_protocols::http::server::{
+    AtCapacity, HttpServer, HttpServerConfig, RequestLimits, ServerRequest,
 };
+use gyre_protocols::http::Response;
+use gyre_protocols::tls::server_config;
+use gyre_reactor::defer::{succeed, Deferred};
+use gyre_reactor::{ListenOptions, Reactor};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
 
-use super::http::{parse_request, route, Parsed};
+use super::convert::{error_answer, to_google_json, INVALID_REQUEST};
+use super::search::answer_query;
 use super::{PlacesApi, PlacesConfig, NEARBY_PATH};
 
 /// The default [`LocalPlacesOptions::idle_timeout`].
 pub const DEFAULT_PLACES_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default [`LocalPlacesOptions::handshake_timeout`].
 pub const DEFAULT_PLACES_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default [`LocalPlacesOptions::head_timeout`].
+pub const DEFAULT_PLACES_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default [`LocalPlacesOptions::max_connections`].
 pub const DEFAULT_PLACES_MAX_CONNECTIONS: usize = 256;
 
+/// Largest request head (request line and header fields) accepted: 8 KiB
+/// (past it: 431; a longer target: 414).
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most header fields accepted: 32 (past it: 431).
+const MAX_HEADERS: usize = 32;
+/// Largest request body accepted (and ignored: the service only reads its
+/// query string): 8 KiB (past it: 413).
+const MAX_BODY_BYTES: u64 = 8 * 1024;
+
 /// The local Places service's limits, so that its clients can never starve
-/// the herd's own port of descriptors or time.
+/// the herd's own port of descriptors or time. The request limits (head
+/// 8 KiB, 32 fields, body 8 KiB) are fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalPlacesOptions {
     /// A client that has not finished its TLS handshake this long after it
     /// connected is dropped (default 10 s), logged at debug level by the
     /// TLS layer.
     pub handshake_timeout: Duration,
-    /// A connection that sends no request bytes this long is closed
-    /// (default 60 s).
+    /// A request head must arrive whole within this time of its first
+    /// byte (default 30 s); past it the client gets a 408 and is closed.
+    pub head_timeout: Duration,
+    /// A connection that sends nothing this long while the service waits
+    /// for it is closed (default 60 s).
     pub idle_timeout: Duration,
     /// The most connections open at once, handshaking or not (default 256):
     /// the service's descriptor budget. At the cap it stops accepting (new
@@ -50,58 +67,12 @@ impl Default for LocalPlacesOptions {
     fn default() -> Self {
         LocalPlacesOptions {
             handshake_timeout: DEFAULT_PLACES_HANDSHAKE_TIMEOUT,
+            head_timeout: DEFAULT_PLACES_HEAD_TIMEOUT,
             idle_timeout: DEFAULT_PLACES_IDLE_TIMEOUT,
             max_connections: DEFAULT_PLACES_MAX_CONNECTIONS,
         }
     }
 }
-
-/// The service's open connections against its cap.
-struct Budget {
-    open: Cell<usize>,
-    max: usize,
-    port: RefCell<Option<ListeningPort>>,
-    paused: Cell<bool>,
-}
-
-/// One open connection's share of the [`Budget`], held by its protocol
-/// from the moment it is accepted (before the handshake) until it is
-/// dropped.
-struct Slot(Rc<Budget>);
-
-impl Slot {
-    fn take(budget: &Rc<Budget>) -> Slot {
-        let open = budget.open.get() + 1;
-        budget.open.set(open);
-        if open >= budget.max && !budget.paused.replace(true) {
-            if let Some(port) = budget.port.borrow().as_ref() {
-                port.pause_accepting();
-            }
-            log::warn!(
-                "local Places service: {open} connections open, its limit: accepting paused until one closes"
-            );
-        }
-        Slot(Rc::clone(budget))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let budget = &self.0;
-        let open = budget.open.get().saturating_sub(1);
-        budget.open.set(open);
-        if open < budget.max && budget.paused.replace(false) {
-            if let Some(port) = budget.port.borrow().as_ref() {
-                port.resume_accepting();
-            }
-            log::warn!("local Places service: {open} connections open: accepting again");
-        }
-    }
-}
-
-/// A connection whose client does not read its replies is dropped once
-/// this many bytes wait to be sent.
-const MAX_BUFFERED: usize = 1024 * 1024;
 
 /// The local Places service: HTTPS on loopback speaking Google's legacy
 /// Nearby Search protocol over a built-in set of real places.
@@ -117,16 +88,21 @@ const MAX_BUFFERED: usize = 1024 * 1024;
 /// places within the radius, nearest first, at most 20: status `OK` or
 /// `ZERO_RESULTS`, or `INVALID_REQUEST` with an `error_message` for bad
 /// parameters (with HTTP 200, as Google does). Other paths get a 404, other
-/// methods a 405, and malformed or oversized requests a 400, 413 or 431 (and
-/// the connection is closed), each with a JSON body. Connections are kept
-/// alive (HTTP/1.1) until the client closes or is idle for 60 s.
+/// methods a 405, and requests its HTTP server refuses a 400, 408, 413, 414
+/// or 431 (and the connection is closed after the answers owed before it),
+/// each with a JSON body. Connections are kept alive (HTTP/1.1, pipelining
+/// allowed) until the client closes or is idle for 60 s.
+///
+/// It runs on gyre's [`HttpServer`] over TLS, with the limits of
+/// [`LocalPlacesOptions`]; past its connection cap the port stops
+/// accepting ([`AtCapacity::PauseAccepting`]) rather than spend a
+/// handshake on a refusal.
 ///
 /// A cheap `Clone` handle. Dropping it does not stop the service;
 /// [`stop`](Self::stop) does.
 #[derive(Clone)]
 pub struct LocalPlacesService {
-    port: ListeningPort,
-    budget: Rc<Budget>,
+    server: HttpServer,
     ca_pem: Rc<[u8]>,
     url: String,
 }
@@ -162,34 +138,28 @@ impl LocalPlacesService {
             certs.key_pem.as_bytes(),
             &[b"http/1.1"],
         )?;
-        let for_connections = reactor.clone();
-        let budget = Rc::new(Budget {
-            open: Cell::new(0),
-            max: options.max_connections.max(1),
-            port: RefCell::new(None),
-            paused: Cell::new(false),
-        });
-        let for_slots = Rc::clone(&budget);
-        let idle_timeout = options.idle_timeout;
-        let factory = TlsServerFactory::new(
-            factory_fn(move |peer| {
-                let slot = Slot::take(&for_slots);
-                Some(LocalConnection::new(
-                    &for_connections,
-                    peer,
-                    idle_timeout,
-                    slot,
-                ))
-            }),
-            config,
-        )
-        .with_reactor(reactor)
-        .with_handshake_timeout(options.handshake_timeout);
-        // Its own spare descriptor: out of descriptors, it refuses its own
-        // clients rather than leave them hanging.
-        let port = reactor.listen_tcp_with(addr, factory, ListenOptions::new())?;
-        *budget.port.borrow_mut() = Some(port.clone());
-        let local = port.local_addr();
+        let http = HttpServerConfig {
+            limits: RequestLimits {
+                max_head_bytes: MAX_HEAD_BYTES,
+                max_headers: MAX_HEADERS,
+                max_uri_len: MAX_HEAD_BYTES,
+                max_body: MAX_BODY_BYTES,
+                ..RequestLimits::default()
+            },
+            head_timeout: options.head_timeout,
+            idle_timeout: options.idle_timeout,
+            max_connections: options.max_connections.max(1),
+            at_capacity: AtCapacity::PauseAccepting,
+            tls_handshake_timeout: options.handshake_timeout,
+            // Its own spare descriptor: out of descriptors, it refuses its
+            // own clients rather than leave them hanging.
+            listen: ListenOptions::new(),
+            error_response: Some(Rc::new(error_reply)),
+            name: "local Places service".to_string(),
+            ..HttpServerConfig::default()
+        };
+        let server = HttpServer::listen_tls(reactor, addr, config, http, handle)?;
+        let local = server.local_addr();
         let url = format!(
             "https://{}:{}{NEARBY_PATH}",
             url_host(local.ip()),
@@ -197,8 +167,7 @@ impl LocalPlacesService {
         );
         log::info!("local Places service listening at {url}");
         Ok(LocalPlacesService {
-            port,
-            budget,
+            server,
             ca_pem: Rc::from(certs.ca_pem.into_bytes()),
             url,
         })
@@ -217,7 +186,7 @@ impl LocalPlacesService {
 
     /// The address the service listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.port.local_addr()
+        self.server.local_addr()
     }
 
     /// A configuration for a [`PlacesClient`](super::PlacesClient) that asks
@@ -234,14 +203,18 @@ impl LocalPlacesService {
 
     /// Connections open now (handshaking or not).
     pub fn open_connections(&self) -> usize {
-        self.budget.open.get()
+        self.server.open_connections()
+    }
+
+    /// The HTTP server under it (its counters, say).
+    pub fn http_server(&self) -> &HttpServer {
+        &self.server
     }
 
     /// Stops listening (connections already open are served until they
     /// close).
     pub fn stop(&self) {
-        self.budget.port.borrow_mut().take();
-        drop(self.port.stop_listening());
+        self.server.stop();
     }
 }
 
@@ -304,132 +277,51 @@ fn make_certs(listen_ip: IpAddr) -> Result<Certs, rcgen::Error> {
     })
 }
 
-/// One client connection (over TLS): parses requests, writes replies.
-struct LocalConnection {
-    reactor: Reactor,
-    peer: SocketAddr,
-    transport: Option<Transport>,
-    /// Received bytes not yet parsed.
-    buf: Vec<u8>,
-    /// Body bytes of the last request still to arrive and be skipped.
-    skip: usize,
-    /// A reply that closes the connection was sent: ignore further bytes.
-    done: bool,
-    idle: Option<DelayedCall>,
-    idle_timeout: Duration,
-    /// Its share of the connection cap, given back when dropped.
-    _slot: Slot,
+/// The answer to a request: the endpoint for `GET` and `HEAD` (the server
+/// drops the body of a `HEAD` answer), 405 for other methods, 404 for other
+/// paths.
+fn handle(request: ServerRequest) -> Deferred<Response> {
+    succeed(route(
+        &request.method,
+        request.path(),
+        request.query().unwrap_or(""),
+    ))
 }
 
-impl LocalConnection {
-    fn new(
-        reactor: &Reactor,
-        peer: SocketAddr,
-        idle_timeout: Duration,
-        slot: Slot,
-    ) -> LocalConnection {
-        LocalConnection {
-            idle_timeout,
-            _slot: slot,
-            reactor: reactor.clone(),
-            peer,
-            transport: None,
-            buf: Vec::new(),
-            skip: 0,
-            done: false,
-            idle: None,
-        }
+fn route(method: &str, path: &str, query: &str) -> Response {
+    if path != NEARBY_PATH {
+        let shown: String = path.chars().take(100).collect();
+        return error_reply(
+            404,
+            &format!(
+                "no such endpoint {shown:?}: try {NEARBY_PATH}?location=LAT,LNG&radius=METRES"
+            ),
+        );
     }
-
-    /// Answers every complete request in the buffer.
-    fn process(&mut self, transport: &Transport) {
-        while !self.buf.is_empty() {
-            let head = match parse_request(&self.buf) {
-                Parsed::Partial => return,
-                Parsed::Bad(reply) => {
-                    log::info!(
-                        "local Places service: bad request from {}: HTTP {}",
-                        self.peer,
-                        reply.status
-                    );
-                    transport.write(&reply.to_bytes(false, false));
-                    self.close(transport);
-                    return;
-                }
-                Parsed::Head(head) => head,
-            };
-            let reply = route(&head);
-            // The path only: the query may hold a key.
-            let path = head.target.split('?').next().unwrap_or("");
-            log::debug!(
-                "local Places service: {} {} {path:.100} -> HTTP {}",
-                self.peer,
-                head.method,
-                reply.status
-            );
-            transport.write(&reply.to_bytes(head.method == "HEAD", head.keep_alive));
-            let consumed = head.head_len + head.body_len;
-            if consumed <= self.buf.len() {
-                self.buf.drain(..consumed);
-            } else {
-                self.skip = consumed - self.buf.len();
-                self.buf.clear();
-            }
-            if !head.keep_alive {
-                self.close(transport);
-                return;
-            }
-            if transport.buffered_len() > MAX_BUFFERED {
-                log::info!(
-                    "local Places service: {} does not read its replies; dropping it",
-                    self.peer
-                );
-                self.done = true;
-                transport.abort_connection();
-                return;
-            }
-        }
+    if method != "GET" && method != "HEAD" {
+        return error_reply(405, &format!("method {method} not allowed: use GET"))
+            .with_header("Allow", "GET, HEAD");
     }
-
-    /// Closes after the replies are flushed; ignores anything more.
-    fn close(&mut self, transport: &Transport) {
-        self.done = true;
-        self.buf = Vec::new();
-        transport.lose_connection();
-    }
+    json_reply(200, to_google_json(&answer_query(query)))
 }
 
-impl Protocol for LocalConnection {
-    fn connection_made(&mut self, transport: Transport) {
-        let for_timer = transport.clone();
-        self.idle = Some(self.reactor.call_later(self.idle_timeout, move || {
-            for_timer.lose_connection();
-        }));
-        self.transport = Some(transport);
-    }
+/// An error answer whose body is a legacy-shaped `INVALID_REQUEST`
+/// (`NOT_FOUND` for 404) with `message`: for the service's own errors and
+/// for the requests its HTTP server refuses (400, 408, 413, 414, 431).
+fn error_reply(status: u16, message: &str) -> Response {
+    let kind = if status == 404 {
+        "NOT_FOUND"
+    } else {
+        INVALID_REQUEST
+    };
+    json_reply(status, to_google_json(&error_answer(kind, message)))
+}
 
-    fn data_received(&mut self, data: &[u8]) {
-        if self.done {
-            return;
-        }
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        if let Some(timer) = &self.idle {
-            let _ = timer.reset(self.idle_timeout);
-        }
-        let skipped = self.skip.min(data.len());
-        self.skip -= skipped;
-        self.buf.extend_from_slice(&data[skipped..]);
-        self.process(&transport);
-    }
-
-    fn connection_lost(&mut self, _reason: ConnectionLost) {
-        if let Some(timer) = self.idle.take() {
-            let _ = timer.cancel();
-        }
-        self.transport = None;
-    }
+fn json_reply(status: u16, body: String) -> Response {
+    Response::new(status)
+        .with_header("Server", "gyre-local-places")
+        .with_header("Content-Type", "application/json; charset=UTF-8")
+        .with_body(body)
 }
 
 #[cfg(test)]
@@ -442,6 +334,32 @@ mod tests {
         assert_eq!(url_host("0.0.0.0".parse().unwrap()), "127.0.0.1");
         assert_eq!(url_host("::".parse().unwrap()), "[::1]");
         assert_eq!(url_host("::1".parse().unwrap()), "[::1]");
+    }
+
+    /// The answer body's `status`.
+    fn status_of(reply: &Response) -> String {
+        reply.json().unwrap()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[test]
+    fn routes() {
+        let ok = route("GET", NEARBY_PATH, "location=34.0729,-118.4422&radius=100");
+        assert_eq!(ok.status, 200);
+        assert_eq!(status_of(&ok), "OK");
+        assert_eq!(ok.header_str("server"), Some("gyre-local-places"));
+        let invalid = route("GET", NEARBY_PATH, "radius=100");
+        assert_eq!(invalid.status, 200);
+        assert_eq!(status_of(&invalid), "INVALID_REQUEST");
+        let missing = route("GET", "/nope", "");
+        assert_eq!(missing.status, 404);
+        assert_eq!(status_of(&missing), "NOT_FOUND");
+        let post = route("POST", NEARBY_PATH, "");
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header_str("allow"), Some("GET, HEAD"));
+        assert_eq!(status_of(&error_reply(431, "x")), "INVALID_REQUEST");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use super::error::HttpError;
 use super::parser::{find_header, Header};
 use super::url::Url;
+use super::wire::is_token;
 
 /// The `User-Agent` sent unless the request sets its own.
 pub const USER_AGENT: &str = "gyre/0.1";
@@ -117,12 +118,6 @@ pub(crate) struct Prepared {
     pub bytes: Vec<u8>,
 }
 
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 impl Request {
     /// Checks the request and writes its head and body.
     pub(crate) fn prepare(&self) -> Result<Prepared, HttpError> {
@@ -221,6 +216,56 @@ pub struct Response {
 }
 
 impl Response {
+    /// A response with `status`, the standard reason phrase, HTTP/1.1, no
+    /// fields and no body: what an [`HttpServer`](super::server::HttpServer)
+    /// handler builds and returns.
+    ///
+    /// ```
+    /// use gyre_protocols::http::Response;
+    ///
+    /// let r = Response::new(201)
+    ///     .with_header("Location", "/things/7")
+    ///     .with_json(&serde_json::json!({"id": 7}));
+    /// assert_eq!(r.reason, "Created");
+    /// assert_eq!(r.header_str("content-type"), Some("application/json"));
+    /// assert_eq!(r.json().unwrap()["id"], 7);
+    /// ```
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            reason: super::server::reason_phrase(status).to_string(),
+            version: 1,
+            headers: Vec::new(),
+            body: Vec::new(),
+            trailers: Vec::new(),
+        }
+    }
+
+    /// Adds a header field.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Response {
+        self.headers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Response {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `Content-Type: application/json`.
+    pub fn with_json(self, value: &serde_json::Value) -> Response {
+        self.with_header("Content-Type", "application/json")
+            .with_body(value.to_string())
+    }
+
+    /// Adds a trailer field (sent only with a chunked body:
+    /// `Transfer-Encoding: chunked`).
+    pub fn with_trailer(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Response {
+        self.trailers.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         find_header(&self.headers, name)

@@ -1,5 +1,5 @@
-//! A nonblocking HTTP/1.1 and HTTPS client, and the sans-IO response parser
-//! under it.
+//! A nonblocking HTTP/1.1 and HTTPS client and server, and the sans-IO
+//! parsers under them.
 //!
 //! - [`ResponseParser`]: bytes in, [`Event`]s out (head, body pieces,
 //!   trailers, end), with limits; usable on its own.
@@ -8,6 +8,9 @@
 //!   the reactor's thread pool, TLS through [`crate::tls`], a keep-alive
 //!   pool, time-outs, cancellation.
 //! - [`Request`], [`Response`], [`Url`], [`HttpError`].
+//! - [`server`]: an HTTP/1.1 server ([`server::HttpServer`]) whose handlers
+//!   answer with the same [`Response`], and its sans-IO
+//!   [`server::RequestParser`].
 //!
 //! ```no_run
 //! use gyre_protocols::http::{HttpClient, HttpError, Request};
@@ -28,11 +31,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod chunked;
 mod client;
 mod error;
 mod message;
 pub mod parser;
+pub mod server;
 mod url;
+mod wire;
 
 pub use client::{
     default_tls_config, ClientStats, HttpClient, HttpClientConfig, PoolConfig,

@@ -42,7 +42,9 @@
 //! # Ok::<(), gyre_protocols::http::HttpError>(())
 //! ```
 
+use super::chunked::{Chunk, ChunkedDecoder, ChunkedLimits};
 use super::error::{excerpt, HttpError};
+use super::wire::{collect_section, connection_options, first_line, parse_decimal, take, trim};
 
 /// The default limit on the response head: 64 KiB.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -145,14 +147,8 @@ enum State {
     Head,
     /// `remaining` bytes of a `Content-Length` body; `End` when 0.
     Length { remaining: u64 },
-    /// Collecting a chunk-size line in `buf`.
-    ChunkSize,
-    /// Inside a chunk.
-    ChunkData { remaining: u64 },
-    /// The CRLF after a chunk's data; `buf` holds what arrived of it.
-    ChunkEnd,
-    /// Collecting the trailer section in `buf`.
-    Trailers,
+    /// A chunked body, trailers included.
+    Chunked(ChunkedDecoder),
     /// Until the connection closes.
     UntilClose,
     /// `End` was returned.
@@ -170,8 +166,7 @@ pub struct ResponseParser {
     limits: ParserLimits,
     head_request: bool,
     state: State,
-    /// The head, a chunk-size line, a chunk's CRLF, or the trailers, as they
-    /// arrive (bounded by the limits).
+    /// The head as it arrives (bounded by the limits).
     buf: Vec<u8>,
     framing: Option<BodyFraming>,
     body_received: u64,
@@ -244,7 +239,10 @@ impl ResponseParser {
     /// trailers): never more than the larger of the head and chunk-size
     /// line limits (and 2).
     pub fn buffered_len(&self) -> usize {
-        self.buf.len()
+        match &self.state {
+            State::Chunked(decoder) => self.buf.len() + decoder.buffered_len(),
+            _ => self.buf.len(),
+        }
     }
 
     /// Body bytes received so far (decoded).
@@ -303,12 +301,10 @@ impl ResponseParser {
                 received: self.body_received,
                 expected: Some(self.body_received + remaining),
             }),
-            State::ChunkSize | State::ChunkData { .. } | State::ChunkEnd | State::Trailers => {
-                Err(HttpError::ClosedMidBody {
-                    received: self.body_received,
-                    expected: None,
-                })
-            }
+            State::Chunked(_) => Err(HttpError::ClosedMidBody {
+                received: self.body_received,
+                expected: None,
+            }),
         };
         if let Err(e) = &result {
             self.state = State::Failed(e.clone());
@@ -317,158 +313,80 @@ impl ResponseParser {
     }
 
     fn step<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Event<'a>>, HttpError> {
-        loop {
-            match self.state {
-                State::Failed(ref e) => return Err(e.clone()),
-                State::Done => return Ok(None),
-                State::Head => {
+        match self.state {
+            State::Failed(ref e) => Err(e.clone()),
+            State::Done => Ok(None),
+            State::Head => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                if self.buf.is_empty() {
+                    // A client should ignore empty lines before the
+                    // status line (RFC 9112 §2.2).
+                    let skip = input
+                        .iter()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count();
+                    *input = &input[skip..];
                     if input.is_empty() {
                         return Ok(None);
                     }
-                    if self.buf.is_empty() {
-                        // A client should ignore empty lines before the
-                        // status line (RFC 9112 §2.2).
-                        let skip = input
-                            .iter()
-                            .take_while(|b| matches!(b, b'\r' | b'\n'))
-                            .count();
-                        *input = &input[skip..];
-                        if input.is_empty() {
-                            return Ok(None);
-                        }
-                    }
-                    let Some(end) = self.collect_section(input, false)? else {
-                        return Ok(None);
-                    };
-                    return self.parse_head(end).map(Some);
                 }
-                State::Length { remaining: 0 } => {
-                    self.state = State::Done;
-                    return Ok(Some(Event::End));
-                }
-                State::Length { remaining } => {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    let data = take(input, remaining);
-                    self.state = State::Length {
-                        remaining: remaining - data.len() as u64,
-                    };
-                    self.body_received += data.len() as u64;
-                    return Ok(Some(Event::Data(data)));
-                }
-                State::UntilClose => {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    let room = self.limits.max_body.saturating_sub(self.body_received);
-                    if input.len() as u64 > room {
-                        return Err(HttpError::BodyTooLarge {
-                            limit: self.limits.max_body,
-                        });
-                    }
-                    let data = std::mem::take(input);
-                    self.body_received += data.len() as u64;
-                    return Ok(Some(Event::Data(data)));
-                }
-                State::ChunkSize => {
-                    if !self.collect_chunk_line(input)? {
-                        return Ok(None);
-                    }
-                    let size = self.chunk_size()?;
-                    self.buf.clear();
-                    if size > self.limits.max_body.saturating_sub(self.body_received) {
-                        return Err(HttpError::BodyTooLarge {
-                            limit: self.limits.max_body,
-                        });
-                    }
-                    self.state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::ChunkData { remaining: size }
-                    };
-                }
-                State::ChunkData { remaining } => {
-                    if input.is_empty() {
-                        return Ok(None);
-                    }
-                    let data = take(input, remaining);
-                    let left = remaining - data.len() as u64;
-                    self.state = if left == 0 {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData { remaining: left }
-                    };
-                    self.body_received += data.len() as u64;
-                    return Ok(Some(Event::Data(data)));
-                }
-                State::ChunkEnd => {
-                    while self.buf.len() < 2 {
-                        let Some((&b, rest)) = input.split_first() else {
-                            return Ok(None);
-                        };
-                        *input = rest;
-                        self.buf.push(b);
-                    }
-                    if self.buf != b"\r\n" {
-                        return Err(HttpError::InvalidChunkSize(format!(
-                            "chunk data not followed by CRLF but {:?}",
-                            excerpt(&self.buf)
-                        )));
-                    }
-                    self.buf.clear();
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers => {
-                    let Some(end) = self.collect_section(input, true)? else {
-                        return Ok(None);
-                    };
-                    let trailers = self.parse_trailers(end)?;
-                    self.buf.clear();
-                    if trailers.is_empty() {
-                        self.state = State::Done;
-                        return Ok(Some(Event::End));
-                    }
-                    // `End` on the next call.
-                    self.state = State::Length { remaining: 0 };
-                    return Ok(Some(Event::Trailers(trailers)));
-                }
+                let Some(end) = self.collect_head(input)? else {
+                    return Ok(None);
+                };
+                self.parse_head(end).map(Some)
             }
+            State::Length { remaining: 0 } => {
+                self.state = State::Done;
+                Ok(Some(Event::End))
+            }
+            State::Length { remaining } => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                let data = take(input, remaining);
+                self.state = State::Length {
+                    remaining: remaining - data.len() as u64,
+                };
+                self.body_received += data.len() as u64;
+                Ok(Some(Event::Data(data)))
+            }
+            State::UntilClose => {
+                if input.is_empty() {
+                    return Ok(None);
+                }
+                let room = self.limits.max_body.saturating_sub(self.body_received);
+                if input.len() as u64 > room {
+                    return Err(HttpError::BodyTooLarge {
+                        limit: self.limits.max_body,
+                    });
+                }
+                let data = std::mem::take(input);
+                self.body_received += data.len() as u64;
+                Ok(Some(Event::Data(data)))
+            }
+            State::Chunked(ref mut decoder) => match decoder.decode(input)? {
+                None => Ok(None),
+                Some(Chunk::Data(data)) => {
+                    self.body_received += data.len() as u64;
+                    Ok(Some(Event::Data(data)))
+                }
+                Some(Chunk::Trailers(trailers)) => Ok(Some(Event::Trailers(trailers))),
+                Some(Chunk::End) => {
+                    self.state = State::Done;
+                    Ok(Some(Event::End))
+                }
+            },
         }
     }
 
-    /// Moves bytes from `input` into `buf` until a blank line ends the
-    /// section (the head, or the trailers: `at_line_start` when the section
-    /// may be empty, starting right at a line start). Returns the section's
-    /// length in `buf` once complete; the bytes after it stay in `input`.
-    fn collect_section(
-        &mut self,
-        input: &mut &[u8],
-        at_line_start: bool,
-    ) -> Result<Option<usize>, HttpError> {
-        let old = self.buf.len();
+    /// Moves bytes from `input` into `buf` until the blank line that ends
+    /// the head; the head's length in `buf` once complete.
+    fn collect_head(&mut self, input: &mut &[u8]) -> Result<Option<usize>, HttpError> {
         let limit = self.limits.max_header_bytes;
-        let room = limit.saturating_sub(old);
-        // One byte past the limit is enough to know it was exceeded.
-        let take_n = input.len().min(room.saturating_add(1));
-        self.buf.extend_from_slice(&input[..take_n]);
-        match find_blank_line(&self.buf, old.saturating_sub(3), at_line_start) {
-            Some(end) if end > limit => Err(HttpError::HeaderTooLarge { limit }),
-            Some(end) => {
-                let used = end.saturating_sub(old);
-                *input = &input[used..];
-                self.buf.truncate(end);
-                Ok(Some(end))
-            }
-            None => {
-                *input = &input[take_n..];
-                if self.buf.len() > limit {
-                    Err(HttpError::HeaderTooLarge { limit })
-                } else {
-                    Ok(None)
-                }
-            }
-        }
+        collect_section(&mut self.buf, input, limit, false)
+            .map_err(|_| HttpError::HeaderTooLarge { limit })
     }
 
     /// Parses the head in `buf[..end]`: the final head, or an interim one
@@ -523,7 +441,12 @@ impl ResponseParser {
         self.state = match framing {
             BodyFraming::Empty => State::Length { remaining: 0 },
             BodyFraming::Length(n) => State::Length { remaining: n },
-            BodyFraming::Chunked => State::ChunkSize,
+            BodyFraming::Chunked => State::Chunked(ChunkedDecoder::new(ChunkedLimits {
+                max_chunk_line: self.limits.max_chunk_line,
+                max_trailer_bytes: self.limits.max_header_bytes,
+                max_trailers: self.limits.max_headers,
+                max_body: self.limits.max_body,
+            })),
             BodyFraming::UntilClose => State::UntilClose,
         };
         Ok(Event::Head(head))
@@ -583,135 +506,16 @@ impl ResponseParser {
             Some(n) => Ok(BodyFraming::Length(n)),
         }
     }
-
-    /// Moves bytes into `buf` until the chunk-size line's LF; whether it is
-    /// complete.
-    fn collect_chunk_line(&mut self, input: &mut &[u8]) -> Result<bool, HttpError> {
-        let limit = self.limits.max_chunk_line;
-        let (piece, complete) = match memchr::memchr(b'\n', input) {
-            Some(i) => (&input[..=i], true),
-            None => (*input, false),
-        };
-        if self.buf.len() + piece.len() > limit {
-            return Err(HttpError::InvalidChunkSize(format!(
-                "chunk-size line longer than {limit} bytes"
-            )));
-        }
-        self.buf.extend_from_slice(piece);
-        *input = &input[piece.len()..];
-        Ok(complete)
-    }
-
-    /// The size on the complete chunk-size line in `buf`.
-    fn chunk_size(&self) -> Result<u64, HttpError> {
-        let line = &self.buf[..];
-        let invalid = || HttpError::InvalidChunkSize(format!("{:?}", excerpt(line)));
-        // httparse accepts an empty size as 0; a size needs a digit.
-        if !line.first().is_some_and(u8::is_ascii_hexdigit) {
-            return Err(invalid());
-        }
-        match httparse::parse_chunk_size(line) {
-            Ok(httparse::Status::Complete((used, size))) if used == line.len() => Ok(size),
-            // A bare LF, or bytes after the CRLF (cannot happen: the line
-            // ends at its first LF).
-            _ => Err(invalid()),
-        }
-    }
-
-    /// Parses the trailer section in `buf[..end]`.
-    fn parse_trailers(&self, end: usize) -> Result<Vec<Header>, HttpError> {
-        let section = &self.buf[..end];
-        if section == b"\r\n" || section == b"\n" {
-            return Ok(Vec::new());
-        }
-        let mut fields = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        match httparse::parse_headers(section, &mut fields) {
-            Ok(httparse::Status::Complete((_, fields))) => Ok(fields
-                .iter()
-                .map(|h| (h.name.to_string(), h.value.to_vec()))
-                .collect()),
-            Ok(httparse::Status::Partial) => Err(HttpError::BadHeader(
-                "malformed trailer section".to_string(),
-            )),
-            Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders {
-                limit: self.limits.max_headers,
-            }),
-            Err(e) => Err(HttpError::BadHeader(format!("in the trailers: {e}"))),
-        }
-    }
-}
-
-/// Takes up to `max` bytes off the front of `input`.
-fn take<'a>(input: &mut &'a [u8], max: u64) -> &'a [u8] {
-    let n = usize::try_from(max).unwrap_or(usize::MAX).min(input.len());
-    let (data, rest) = input.split_at(n);
-    *input = rest;
-    data
-}
-
-/// The end (exclusive) of the first blank line in `buf` searching from
-/// `from`: an LF followed by CRLF or LF. With `at_line_start`, the buffer
-/// itself starts at a line start, so a leading CRLF or LF is a blank line.
-fn find_blank_line(buf: &[u8], from: usize, at_line_start: bool) -> Option<usize> {
-    if at_line_start {
-        if buf.starts_with(b"\r\n") {
-            return Some(2);
-        }
-        if buf.starts_with(b"\n") {
-            return Some(1);
-        }
-    }
-    for i in memchr::memchr_iter(b'\n', &buf[from.min(buf.len())..]).map(|i| i + from) {
-        match &buf[i + 1..] {
-            [b'\n', ..] => return Some(i + 2),
-            [b'\r', b'\n', ..] => return Some(i + 3),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn first_line(head: &[u8]) -> &[u8] {
-    match memchr::memchr(b'\n', head) {
-        Some(i) => &head[..i],
-        None => head,
-    }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
-}
-
-/// A decimal number of at most 19 digits (no sign, no spaces).
-fn parse_decimal(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    text.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 /// Whether the `Connection` header and the version allow another request.
 fn connection_allows_reuse(head: &ResponseHead) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for (name, value) in &head.headers {
-        if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',').map(trim) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-    }
+    let (close, keep_alive) = connection_options(
+        head.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+            .map(|(_, value)| value.as_slice()),
+    );
     if close {
         return false;
     }
