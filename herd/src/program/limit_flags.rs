@@ -80,6 +80,8 @@ pub struct LimitOptions {
     pub local_places_handshake_timeout: Option<Duration>,
     /// `--local-places-idle-timeout TIME`: [`LocalPlacesOptions::idle_timeout`].
     pub local_places_idle_timeout: Option<Duration>,
+    /// `--local-places-head-timeout TIME`: [`LocalPlacesOptions::head_timeout`].
+    pub local_places_head_timeout: Option<Duration>,
     /// `--local-places-max-connections N`:
     /// [`LocalPlacesOptions::max_connections`].
     pub local_places_max_connections: Option<usize>,
@@ -361,6 +363,16 @@ pub(super) const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "--local-places-head-timeout",
+        value: "TIME",
+        help: "local Places service: a request head not complete in time gets 408",
+        default: || format_time(local().head_timeout),
+        set: |o, n, v| {
+            o.local_places_head_timeout = Some(time(n, v, false)?);
+            Ok(())
+        },
+    },
+    Flag {
         name: "--local-places-max-connections",
         value: "N",
         help: "local Places service: connections open",
@@ -459,6 +471,7 @@ impl LimitOptions {
                 .local_places_handshake_timeout
                 .unwrap_or(base.handshake_timeout),
             idle_timeout: self.local_places_idle_timeout.unwrap_or(base.idle_timeout),
+            head_timeout: self.local_places_head_timeout.unwrap_or(base.head_timeout),
             max_connections: self
                 .local_places_max_connections
                 .unwrap_or(base.max_connections),
@@ -498,6 +511,7 @@ mod tests {
             "11",
             "2s",
             "7s",
+            "19s",
             "13",
         ]) {
             flag.apply(&mut o, value)
@@ -548,6 +562,7 @@ mod tests {
         let l = o.local_places_options();
         assert_eq!(l.handshake_timeout, Duration::from_secs(2));
         assert_eq!(l.idle_timeout, Duration::from_secs(7));
+        assert_eq!(l.head_timeout, Duration::from_secs(19));
         assert_eq!(l.max_connections, 13);
     }
 
