@@ -17,7 +17,7 @@ use crate::defer::{self, Deferred};
 use crate::listener::Listener;
 use crate::perturb::{Perturbation, Perturber};
 use crate::signals::SignalHandlers;
-use crate::tcp::Conn;
+use crate::conn::Conn;
 use crate::threads::{ThreadPool, ThreadShared};
 
 /// The token of the cross-thread waker.

@@ -2,6 +2,10 @@
 //!
 //! - [`Reactor`]: the event loop: TCP listen and connect, timers, threads,
 //!   signals ([`Reactor::on_signal`]), life-cycle triggers.
+//! - [`unix`]: Unix-domain stream sockets ([`Reactor::listen_unix`],
+//!   [`Reactor::connect_unix`]): the same transports as TCP, plus socket
+//!   files (stale ones replaced, mode, removal), abstract names and
+//!   [`PeerCredentials`]; [`Address`] names either kind of end.
 //! - [`udp`]: UDP ports ([`Reactor::listen_udp`], [`DatagramProtocol`],
 //!   [`UdpPort`]): datagrams delivered whole, bounded send queues,
 //!   connected UDP, multicast.
@@ -93,8 +97,10 @@ compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit m
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod address;
 mod block_on;
 pub mod clock;
+mod conn;
 pub mod connect_host;
 mod connector;
 mod core;
@@ -110,12 +116,14 @@ mod protocol;
 mod reconnect;
 mod signals;
 pub mod splice;
-mod tcp;
+mod stream;
 pub mod testing;
 mod threads;
 mod transport;
 pub mod udp;
+pub mod unix;
 
+pub use address::{Address, UnixAddr};
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
     DEFAULT_LINGER_TIMEOUT,
@@ -140,6 +148,7 @@ pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
 };
+pub use unix::{PeerCredentials, UnixListenOptions};
 pub use udp::{
     DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,
     DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_DATAGRAMS,
