@@ -279,7 +279,10 @@ mod tests {
             Address::Unix(UnixAddr::Abstract(b"a\nb".to_vec())).to_string(),
             "unix:@a\\nb"
         );
-        assert_eq!(Address::Unix(UnixAddr::Unnamed).to_string(), "unix:(unnamed)");
+        assert_eq!(
+            Address::Unix(UnixAddr::Unnamed).to_string(),
+            "unix:(unnamed)"
+        );
         assert_eq!(
             Address::Inet("[::1]:80".parse().unwrap()).to_string(),
             "[::1]:80"
@@ -312,6 +315,9 @@ mod tests {
 
     #[test]
     fn inet_or_none() {
-        assert_eq!(Address::Unix(UnixAddr::Unnamed).inet_or_none(), NO_INET_ADDR);
+        assert_eq!(
+            Address::Unix(UnixAddr::Unnamed).inet_or_none(),
+            NO_INET_ADDR
+        );
     }
 }

@@ -59,8 +59,8 @@
 //! reactor to deliver after the current callback has returned.
 
 use std::cell::{Cell, RefCell};
-use std::io;
 use std::fmt;
+use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 
@@ -69,10 +69,10 @@ use crate::clock::DelayedCall;
 use crate::core::{guard, Inner, Readiness};
 use crate::protocol::{ConnectionLost, Producer, Protocol};
 use crate::stream::Stream;
-use crate::unix::PeerCredentials;
 use crate::transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
 };
+use crate::unix::PeerCredentials;
 
 /// How many reads one readiness event may do before the connection yields
 /// to others (it is read again on the next iteration).
@@ -326,7 +326,10 @@ impl Conn {
             None => return,
         };
         if let Some(e) = error {
-            log::debug!("connection to {} failed after EOF or pause: {e}", self.name());
+            log::debug!(
+                "connection to {} failed after EOF or pause: {e}",
+                self.name()
+            );
             self.close_now(ConnectionLost::Error(e));
         }
     }

@@ -580,8 +580,8 @@ impl Attempt {
             Ok(mut f) => guard(format_args!("build_protocol for {peer}"), || {
                 f.build(peer.inet_or_none())
             })
-                .ok()
-                .flatten(),
+            .ok()
+            .flatten(),
             Err(_) => None,
         };
         let token = self.token.get();

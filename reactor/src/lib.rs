@@ -82,6 +82,11 @@
 //!   ([`DatagramProtocol::datagram_truncated`]), never cut; a UDP write
 //!   never blocks (bounded send queue, drops counted and logged). See
 //!   [`udp`]; tested in `reactor/tests/udp.rs`.
+//! - **A Unix socket file is ours only while we listen on it**: a stale
+//!   one (nothing listening) is replaced, a live listener's path is
+//!   refused, and the file is removed when the port stops, only if it is
+//!   still the one we bound. See [`unix`]; tested in
+//!   `reactor/tests/unix.rs`.
 //! - **A panic in user code costs only what it was handling**: one guard
 //!   catches it at every dispatch boundary (protocol, factory, producer,
 //!   timer, `call_soon`, trigger, thread callback) and logs it with what the
@@ -123,11 +128,11 @@ mod transport;
 pub mod udp;
 pub mod unix;
 
-pub use address::{Address, UnixAddr};
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
     DEFAULT_LINGER_TIMEOUT,
 };
+pub use address::{Address, UnixAddr};
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
 pub use fd::{FdHandler, FdInterest, FdWatch, WatchEnded, WatchError};
@@ -148,8 +153,8 @@ pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
 };
-pub use unix::{PeerCredentials, UnixListenOptions};
 pub use udp::{
     DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,
     DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_DATAGRAMS,
 };
+pub use unix::{PeerCredentials, UnixListenOptions};

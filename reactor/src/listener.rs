@@ -708,12 +708,7 @@ impl Listener {
     /// Builds the protocol and starts the connection. Returns `false` if
     /// the factory could not be called now: the connection then waits (and
     /// accepting with it) for a retry from the loop.
-    fn start_connection(
-        self: &Rc<Self>,
-        reactor: &Reactor,
-        stream: Stream,
-        peer: Address,
-    ) -> bool {
+    fn start_connection(self: &Rc<Self>, reactor: &Reactor, stream: Stream, peer: Address) -> bool {
         let protocol = match self.factory.build(&peer) {
             Built::Protocol(p) => p,
             Built::Refused => {

@@ -113,7 +113,10 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             return;
         };
         state.last_delay.set(Some(delay));
-        log::debug!("reconnecting to {} in {delay:?}", connector.destination_address());
+        log::debug!(
+            "reconnecting to {} in {delay:?}",
+            connector.destination_address()
+        );
         let weak = Rc::downgrade(state);
         let target = connector.clone();
         let call = reactor.call_later(delay, move || {

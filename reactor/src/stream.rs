@@ -64,9 +64,7 @@ impl Stream {
     pub(crate) fn peer_address(&self) -> io::Result<Address> {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(Address::Inet),
-            Stream::Unix(s) => s
-                .peer_addr()
-                .map(|a| Address::Unix(UnixAddr::from_std(&a))),
+            Stream::Unix(s) => s.peer_addr().map(|a| Address::Unix(UnixAddr::from_std(&a))),
         }
     }
 

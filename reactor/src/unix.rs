@@ -2,13 +2,13 @@
 //! [`Reactor::connect_unix`], [`UnixListenOptions`] and
 //! [`PeerCredentials`] (Twisted's `listenUNIX` and `connectUNIX`).
 //!
-//! A Unix connection is the same [`Transport`](crate::Transport) as a TCP
+//! A Unix connection is the same [`Transport`] as a TCP
 //! one, built by the same [`Factory`](crate::Factory) or
-//! [`ClientFactory`](crate::ClientFactory): one connection type serves
+//! [`ClientFactory`]: one connection type serves
 //! both, so the bounded write buffer, backpressure, half-close, lingering
 //! close, read bursts stopping at the high-water mark, producers and the
 //! panic guard are the same code (and pass the same conformance suite).
-//! A listening Unix port is a [`ListeningPort`](crate::ListeningPort),
+//! A listening Unix port is a [`ListeningPort`],
 //! with the same accept pausing and descriptor-exhaustion handling.
 //!
 //! ```
@@ -43,7 +43,7 @@
 //! reactor.connect_unix(&path, HelloFactory(got.clone()), Duration::from_secs(5));
 //! assert!(reactor.run_until(|| got.borrow().len() == 5, Duration::from_secs(10))?);
 //! assert_eq!(&*got.borrow(), b"hello");
-//! port.stop_listening();
+//! drop(port.stop_listening());
 //! assert!(!path.exists(), "stopping removes the socket file");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -53,7 +53,7 @@
 //! - **Addresses.** A path names a socket file; a path whose first byte is
 //!   NUL (`"\0name"`) names a socket in Linux's abstract namespace, which
 //!   has no file (Twisted's and Python's convention). See
-//!   [`UnixAddr`](crate::UnixAddr). How a Unix peer appears to APIs that
+//!   [`UnixAddr`]. How a Unix peer appears to APIs that
 //!   speak [`SocketAddr`](std::net::SocketAddr) (a factory's `peer` is
 //!   [`NO_INET_ADDR`](crate::address::NO_INET_ADDR)) is in
 //!   [`address`](crate::address); [`Transport::peer_address`] and
@@ -76,7 +76,7 @@
 //!   `listen`, so no connection is accepted under the umask's mode. A mode
 //!   with an abstract name is an `InvalidInput` error (there is no file).
 //! - **The socket file is removed when the port stops listening**
-//!   ([`ListeningPort::stop_listening`](crate::ListeningPort::stop_listening),
+//!   ([`ListeningPort::stop_listening`],
 //!   reactor shutdown, or dropping the reactor), and only if it is still
 //!   ours: its device and inode are recorded at `bind` and compared first,
 //!   so a file another server bound at the same path since is left alone.
@@ -92,14 +92,14 @@
 //!   EOF (and closes with [`Done`](crate::ConnectionLost::Done)) unless
 //!   the aborting side had unread input, in which case the peer gets a
 //!   `ConnectionReset` error, as over TCP. Buffered data is dropped in both
-//!   cases. Everything else ([`Transport`](crate::Transport)'s contract)
+//!   cases. Everything else ([`Transport`]'s contract)
 //!   holds as for TCP.
 //! - **Connecting** is immediate on a Unix socket: the connect completes
 //!   or fails at once (refused: nothing listening; not found: no such
 //!   file). A listener whose backlog is full makes it fail with
 //!   `WouldBlock` ("the listener's backlog is full") rather than wait; the
 //!   connector reports every failure to
-//!   [`ClientFactory::client_connection_failed`](crate::ClientFactory::client_connection_failed)
+//!   [`ClientFactory::client_connection_failed`]
 //!   from the loop, so a [`ReconnectingClientFactory`](crate::ReconnectingClientFactory)
 //!   retries it like any other.
 
@@ -308,7 +308,7 @@ impl Reactor {
     /// let options = UnixListenOptions::new().mode(0o600);
     /// let port = reactor.listen_unix_with(&path, factory_fn(|_| Some(Discard)), options)?;
     /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
-    /// port.stop_listening();
+    /// drop(port.stop_listening());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn listen_unix_with(
@@ -325,7 +325,12 @@ impl Reactor {
             Ok(local) => Address::Unix(UnixAddr::from_std(&local)),
             Err(_) => Address::Unix(addr),
         };
-        self.start_listener(Acceptor::Unix(listener, file), local, factory, options.listen)
+        self.start_listener(
+            Acceptor::Unix(listener, file),
+            local,
+            factory,
+            options.listen,
+        )
     }
 
     /// Connects to the Unix-domain socket `path` (a leading NUL byte names

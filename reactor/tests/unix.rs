@@ -65,14 +65,20 @@ fn leave_stale_file(path: &Path) {
     assert!(is_socket(path), "the stale socket file is there");
 }
 
-/// Listens with an echoing [`Recorder`] per connection; returns the port,
-/// the server side's records (one per connection) and the `peer` each
-/// `build_protocol` was given.
+/// A port, the server side's records (one per connection) and the `peer`
+/// each `build_protocol` was given.
+type EchoPort = (
+    ListeningPort,
+    Shared<Vec<Shared<Seen>>>,
+    Shared<Vec<SocketAddr>>,
+);
+
+/// Listens with an echoing [`Recorder`] per connection.
 fn echo_port(
     reactor: &Reactor,
     path: impl AsRef<Path>,
     options: UnixListenOptions,
-) -> io::Result<(ListeningPort, Shared<Vec<Shared<Seen>>>, Shared<Vec<SocketAddr>>)> {
+) -> io::Result<EchoPort> {
     let seen = shared(Vec::new());
     let peers = shared(Vec::new());
     let (s, p) = (seen.clone(), peers.clone());
@@ -123,11 +129,17 @@ fn echo_over_a_socket_file_with_addresses() {
     let (port, servers, peers) =
         echo_port(&reactor, &path, UnixListenOptions::new()).expect("listen_unix");
     assert!(is_socket(&path), "listen_unix creates the socket file");
-    assert_eq!(port.local_address(), Address::Unix(UnixAddr::Path(path.clone())));
+    assert_eq!(
+        port.local_address(),
+        Address::Unix(UnixAddr::Path(path.clone()))
+    );
     assert_eq!(port.local_addr(), NO_INET_ADDR);
 
     let (client, log, connector) = connect_client(&reactor, &path);
-    assert_eq!(connector.destination_address(), Address::Unix(UnixAddr::Path(path.clone())));
+    assert_eq!(
+        connector.destination_address(),
+        Address::Unix(UnixAddr::Path(path.clone()))
+    );
     assert_eq!(connector.destination(), NO_INET_ADDR);
     round_trip(&reactor, &client, b"hello over a Unix socket");
     round_trip(&reactor, &client, &pattern(300_000));
@@ -135,10 +147,16 @@ fn echo_over_a_socket_file_with_addresses() {
     // The client's transport: the peer is the path it dialled, it has no
     // address of its own, and no internet addresses.
     let t = client.borrow().transport.clone().unwrap();
-    assert_eq!(t.peer_address(), Some(Address::Unix(UnixAddr::Path(path.clone()))));
+    assert_eq!(
+        t.peer_address(),
+        Some(Address::Unix(UnixAddr::Path(path.clone())))
+    );
     assert_eq!(t.local_address(), Some(Address::Unix(UnixAddr::Unnamed)));
     assert_eq!((t.peer_addr(), t.local_addr()), (None, None));
-    assert!(t.set_nodelay(true).is_ok(), "set_nodelay does nothing and succeeds");
+    assert!(
+        t.set_nodelay(true).is_ok(),
+        "set_nodelay does nothing and succeeds"
+    );
     // The server's: an unnamed peer, on the port's path; the factory was
     // given the placeholder address.
     let server = servers.borrow()[0].clone();
@@ -153,10 +171,12 @@ fn echo_over_a_socket_file_with_addresses() {
     });
     assert!(matches!(client.borrow().lost[..], [ConnectionLost::Done]));
     assert!(matches!(server.borrow().lost[..], [ConnectionLost::Done]));
-    wait(&reactor, "client_connection_lost", || log.borrow().lost.len() == 1);
+    wait(&reactor, "client_connection_lost", || {
+        log.borrow().lost.len() == 1
+    });
     assert_eq!(log.borrow().built, 1);
 
-    let _ = port.stop_listening();
+    drop(port.stop_listening());
     assert!(!path.exists(), "stop_listening removes the socket file");
 }
 
@@ -170,7 +190,7 @@ fn a_stale_socket_file_is_replaced() {
         echo_port(&reactor, &path, UnixListenOptions::new()).expect("listen over a stale file");
     let (client, _, _) = connect_client(&reactor, &path);
     round_trip(&reactor, &client, b"served from the replaced file");
-    let _ = port.stop_listening();
+    drop(port.stop_listening());
     assert!(!path.exists());
 }
 
@@ -238,7 +258,7 @@ fn the_file_mode_is_applied() {
         // The owner (this process) may still connect.
         let (client, _, _) = connect_client(&reactor, &path);
         round_trip(&reactor, &client, name.as_bytes());
-        let _ = port.stop_listening();
+        drop(port.stop_listening());
     }
 }
 
@@ -256,18 +276,34 @@ fn peer_credentials_are_this_process() {
         rustix::process::getgid().as_raw(),
     );
     let server = servers.borrow()[0].clone();
-    let on_server = server.borrow().transport.clone().unwrap().peer_credentials();
-    let on_client = client.borrow().transport.clone().unwrap().peer_credentials();
+    let on_server = server
+        .borrow()
+        .transport
+        .clone()
+        .unwrap()
+        .peer_credentials();
+    let on_client = client
+        .borrow()
+        .transport
+        .clone()
+        .unwrap()
+        .peer_credentials();
     for (side, creds) in [("server", on_server), ("client", on_client)] {
         let creds = creds.unwrap_or_else(|e| panic!("{side}'s peer_credentials: {e}"));
-        assert_eq!((creds.pid, creds.uid, creds.gid), me, "{side} sees {creds:?}");
+        assert_eq!(
+            (creds.pid, creds.uid, creds.gid),
+            me,
+            "{side} sees {creds:?}"
+        );
     }
 }
 
 #[test]
 fn tcp_transports_have_no_peer_credentials() {
     let reactor = reactor();
-    let port = reactor.listen_tcp(any_port(), factory_fn(|_| Some(Echo::default()))).unwrap();
+    let port = reactor
+        .listen_tcp(any_port(), factory_fn(|_| Some(Echo::default())))
+        .unwrap();
     let (client, _, _) = {
         let (client, seen) = Recorder::new(false);
         let mut client = Some(client);
@@ -275,9 +311,13 @@ fn tcp_transports_have_no_peer_credentials() {
         let connector = reactor.connect_tcp(port.local_addr(), factory, BOUND);
         (seen, log, connector)
     };
-    wait(&reactor, "the TCP connection", || client.borrow().transport.is_some());
+    wait(&reactor, "the TCP connection", || {
+        client.borrow().transport.is_some()
+    });
     let t = client.borrow().transport.clone().unwrap();
-    let err = t.peer_credentials().expect_err("TCP has no peer credentials");
+    let err = t
+        .peer_credentials()
+        .expect_err("TCP has no peer credentials");
     assert_eq!(err.kind(), io::ErrorKind::Unsupported);
     assert_eq!(t.peer_address(), t.peer_addr().map(Address::Inet));
 }
@@ -291,12 +331,20 @@ fn abstract_namespace_listen_and_connect() {
     assert_eq!(port.local_address(), expected);
     let (client, _, _) = connect_client(&reactor, &name);
     round_trip(&reactor, &client, b"no file at all");
-    assert_eq!(client.borrow().transport.as_ref().unwrap().peer_address(), Some(expected.clone()));
+    assert_eq!(
+        client.borrow().transport.as_ref().unwrap().peer_address(),
+        Some(expected.clone())
+    );
     let server = servers.borrow()[0].clone();
-    assert_eq!(server.borrow().transport.as_ref().unwrap().local_address(), Some(expected));
+    assert_eq!(
+        server.borrow().transport.as_ref().unwrap().local_address(),
+        Some(expected)
+    );
 
     // In use while listening (never "stale": there is no file to remove).
-    let err = echo_port(&reactor, &name, UnixListenOptions::new()).err().expect("in use");
+    let err = echo_port(&reactor, &name, UnixListenOptions::new())
+        .err()
+        .expect("in use");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     // A mode makes no sense without a file.
     let other = abstract_name("mode");
@@ -305,9 +353,9 @@ fn abstract_namespace_listen_and_connect() {
         .expect("a mode with an abstract name");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     // Free again once the port stops.
-    let _ = port.stop_listening();
+    drop(port.stop_listening());
     let (again, _, _) = echo_port(&reactor, &name, UnixListenOptions::new()).expect("listen again");
-    let _ = again.stop_listening();
+    drop(again.stop_listening());
 }
 
 #[test]
@@ -319,7 +367,7 @@ fn the_socket_file_is_removed_only_if_still_ours() {
     // Someone moves our file away and binds another socket at the path.
     fs::rename(&path, dir.join("moved.sock")).unwrap();
     let theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let _ = port.stop_listening();
+    drop(port.stop_listening());
     assert!(is_socket(&path), "the other socket's file is left alone");
     drop(theirs);
 }
@@ -331,9 +379,15 @@ fn the_socket_file_is_removed_when_the_reactor_is_dropped() {
     let reactor = reactor();
     let (port, _, _) = echo_port(&reactor, &path, UnixListenOptions::new()).unwrap();
     drop(port);
-    assert!(is_socket(&path), "dropping the handle does not close the port");
+    assert!(
+        is_socket(&path),
+        "dropping the handle does not close the port"
+    );
     drop(reactor);
-    assert!(!path.exists(), "dropping the reactor closes the port and removes its file");
+    assert!(
+        !path.exists(),
+        "dropping the reactor closes the port and removes its file"
+    );
 }
 
 #[test]
@@ -350,10 +404,21 @@ fn connect_failures_reach_the_factory_from_the_loop() {
     ];
     for (path, kind) in cases {
         let (_client, log, _connector) = connect_client(&reactor, &path);
-        assert!(log.borrow().failed.is_empty(), "reported from the loop, not on the caller's stack");
-        wait(&reactor, "client_connection_failed", || log.borrow().failed.len() == 1);
+        assert!(
+            log.borrow().failed.is_empty(),
+            "reported from the loop, not on the caller's stack"
+        );
+        wait(&reactor, "client_connection_failed", || {
+            log.borrow().failed.len() == 1
+        });
         let log = log.borrow();
-        assert_eq!(log.failed[0].kind(), kind, "{}: {}", path.display(), log.failed[0]);
+        assert_eq!(
+            log.failed[0].kind(),
+            kind,
+            "{}: {}",
+            path.display(),
+            log.failed[0]
+        );
         assert_eq!(log.built, 0);
     }
 }
@@ -362,9 +427,14 @@ fn connect_failures_reach_the_factory_from_the_loop() {
 fn an_overlong_path_is_a_clear_listen_error() {
     let reactor = reactor();
     let path = format!("/tmp/{}", "y".repeat(200));
-    let err = echo_port(&reactor, &path, UnixListenOptions::new()).err().expect("too long");
+    let err = echo_port(&reactor, &path, UnixListenOptions::new())
+        .err()
+        .expect("too long");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-    assert!(err.to_string().contains("cannot listen on unix:/tmp/yyy"), "{err}");
+    assert!(
+        err.to_string().contains("cannot listen on unix:/tmp/yyy"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -377,7 +447,9 @@ fn paused_accepting_holds_connections_in_the_backlog() {
     let (client, _, _) = connect_client(&reactor, &path);
     // A Unix connect completes in the kernel's backlog: the client is up,
     // the paused server has not accepted.
-    wait(&reactor, "the client's connection_made", || client.borrow().transport.is_some());
+    wait(&reactor, "the client's connection_made", || {
+        client.borrow().transport.is_some()
+    });
     assert!(servers.borrow().is_empty(), "accepted while paused");
     port.resume_accepting();
     round_trip(&reactor, &client, b"after resume");
@@ -389,8 +461,8 @@ fn a_full_backlog_fails_the_connect_and_is_a_live_listener() {
     let dir = TempDir::new("backlog");
     let path = dir.join("backlog.sock");
     let reactor = reactor();
-    let options =
-        UnixListenOptions::new().listen_options(ListenOptions::new().backlog(1).spare_descriptor(false));
+    let options = UnixListenOptions::new()
+        .listen_options(ListenOptions::new().backlog(1).spare_descriptor(false));
     let (port, servers, _) = echo_port(&reactor, &path, options).unwrap();
     port.pause_accepting();
     // Fill the backlog (nothing accepts while paused).
@@ -404,17 +476,27 @@ fn a_full_backlog_fails_the_connect_and_is_a_live_listener() {
         assert!(waiting.len() < 1000, "the backlog never filled");
     }
     let (_client, log, _) = connect_client(&reactor, &path);
-    wait(&reactor, "client_connection_failed", || log.borrow().failed.len() == 1);
+    wait(&reactor, "client_connection_failed", || {
+        log.borrow().failed.len() == 1
+    });
     let failure = log.borrow().failed[0].to_string();
-    assert_eq!(log.borrow().failed[0].kind(), io::ErrorKind::WouldBlock, "{failure}");
+    assert_eq!(
+        log.borrow().failed[0].kind(),
+        io::ErrorKind::WouldBlock,
+        "{failure}"
+    );
     assert!(failure.contains("backlog is full"), "{failure}");
     // A full backlog is a live listener, not a stale file.
-    let err = echo_port(&reactor, &path, UnixListenOptions::new()).err().expect("in use");
+    let err = echo_port(&reactor, &path, UnixListenOptions::new())
+        .err()
+        .expect("in use");
     assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     // Once accepting again, everything that waited is served.
     port.resume_accepting();
     let n = waiting.len();
-    wait(&reactor, "the waiting connections accepted", || servers.borrow().len() == n);
+    wait(&reactor, "the waiting connections accepted", || {
+        servers.borrow().len() == n
+    });
 }
 
 #[test]
@@ -431,17 +513,22 @@ fn a_reconnecting_factory_retries_until_the_server_appears() {
         .max_delay(Duration::from_secs(1))
         .jitter(0.0);
     let (client, log) = test_client(|| Some(Echo::default()));
-    let factory = ReconnectingClientFactory::with_state(client, BackoffState::with_seed(backoff, 1));
+    let factory =
+        ReconnectingClientFactory::with_state(client, BackoffState::with_seed(backoff, 1));
     let control = factory.control();
     let connector = reactor.connect_unix(&path, factory, BOUND);
-    wait(&reactor, "the first failure and its retry scheduled", || {
-        control.pending_retry().is_some()
-    });
+    wait(
+        &reactor,
+        "the first failure and its retry scheduled",
+        || control.pending_retry().is_some(),
+    );
     assert_eq!(log.borrow().failed[0].kind(), io::ErrorKind::NotFound);
     let (_port, servers, _) = echo_port(&reactor, &path, UnixListenOptions::new()).unwrap();
     // The retry fires on the manual clock.
     manual.advance(Duration::from_secs(1));
-    wait(&reactor, "the retry accepted", || servers.borrow().len() == 1);
+    wait(&reactor, "the retry accepted", || {
+        servers.borrow().len() == 1
+    });
     wait(&reactor, "the client connected", || {
         connector.state() == ConnectorState::Connected
     });
