@@ -13,6 +13,11 @@
 //!   aborting side had unread input (Linux marks the peer so when a socket
 //!   closes with data in its receive queue).
 //! - Peer credentials (`SO_PEERCRED`) exist for Unix sockets only.
+//!
+//! Writing to a peer that is gone is an `EPIPE` error for that connection,
+//! never a `SIGPIPE`, for both kinds and whatever the process's `SIGPIPE`
+//! disposition: std (under mio) sends with `MSG_NOSIGNAL`. Tested with
+//! `SIGPIPE` at its default action in `reactor/tests/unix_sigpipe.rs`.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
