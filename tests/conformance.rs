@@ -7,7 +7,8 @@
 //! - `conformance/kinds.rs`: the [`TransportKind`](kinds::TransportKind)
 //!   trait (connect a client and a server protocol, drive the pair until a
 //!   condition holds, with a generous bound) and its implementations: TCP
-//!   and TLS on 127.0.0.1 port 0 (two reactors on the test's thread, one per
+//!   and TLS on 127.0.0.1 port 0 and Unix-domain sockets on a socket file
+//!   in the temporary directory (two reactors on the test's thread, one per
 //!   side, taking turns), and the in-memory pump. What a transport does
 //!   differently is stated in its [`Quirks`](kinds::Quirks), never by
 //!   skipping a behaviour.
@@ -144,6 +145,7 @@ macro_rules! conformance_suite {
 conformance_suite!(tcp = kinds::Tcp);
 conformance_suite!(tls = kinds::Tls);
 conformance_suite!(pump = kinds::Pump);
+conformance_suite!(unix = kinds::Unix);
 
 #[test]
 fn every_behaviour_is_listed() {
@@ -151,6 +153,7 @@ fn every_behaviour_is_listed() {
         ("tcp", tcp::LISTED),
         ("tls", tls::LISTED),
         ("pump", pump::LISTED),
+        ("unix", unix::LISTED),
     ] {
         assert_eq!(
             lists,

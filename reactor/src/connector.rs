@@ -1,5 +1,9 @@
-//! Outgoing TCP connections: [`ClientFactory`], [`Connector`] (Twisted's
-//! `connectTCP`), and the Deferred form [`Reactor::connect_protocol`].
+//! Outgoing connections, TCP and Unix-domain: [`ClientFactory`],
+//! [`Connector`] (Twisted's `connectTCP` and, through
+//! [`Reactor::connect_unix`], `connectUNIX`), and the Deferred form
+//! [`Reactor::connect_protocol`]. One connector serves both kinds of
+//! socket; a Unix connect completes (or fails) at once, and goes through
+//! the same attempt, events and factory queue as a TCP one.
 //!
 //! Two rules of the reactor's contract live here:
 //!
@@ -25,12 +29,14 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use crate::address::Address;
 use crate::clock::DelayedCall;
+use crate::conn::Conn;
 use crate::core::{guard, Inner, Reactor, Readiness, SlotKind};
 use crate::defer::{Deferred, Resolver};
 use crate::factory::busy_cell;
 use crate::protocol::{ConnectionLost, Factory, Protocol};
-use crate::tcp::Conn;
+use crate::stream::Stream;
 use crate::transport::Transport;
 
 /// The default connect time-out of [`Reactor::connect_protocol`].
@@ -123,7 +129,7 @@ pub enum ConnectorState {
 }
 
 /// An outgoing connection and its factory (Twisted's `IConnector`), from
-/// [`Reactor::connect_tcp`]. A cheap `Clone` handle; call
+/// [`Reactor::connect_tcp`] or [`Reactor::connect_unix`]. A cheap `Clone` handle; call
 /// [`connect`](Self::connect) again after a failure or a lost connection to
 /// retry.
 #[derive(Clone)]
@@ -133,7 +139,7 @@ pub struct Connector {
 
 struct ConnectorInner {
     reactor: Weak<Inner>,
-    addr: SocketAddr,
+    addr: Address,
     timeout: Duration,
     factory: RefCell<Box<dyn DynClientFactory>>,
     /// Factory calls not delivered yet, in order.
@@ -182,6 +188,16 @@ impl Reactor {
     pub fn connect_tcp(
         &self,
         addr: SocketAddr,
+        factory: impl ClientFactory,
+        timeout: Duration,
+    ) -> Connector {
+        self.connect_address(Address::Inet(addr), factory, timeout)
+    }
+
+    /// Connects to `addr`, TCP or Unix-domain; the attempt starts at once.
+    pub(crate) fn connect_address(
+        &self,
+        addr: Address,
         factory: impl ClientFactory,
         timeout: Duration,
     ) -> Connector {
@@ -292,9 +308,36 @@ impl ClientFactory for OneShot {
 }
 
 impl Connector {
-    /// The address this connector connects to.
+    /// The internet address this connector connects to; for a Unix
+    /// connector, which has none,
+    /// [`NO_INET_ADDR`](crate::address::NO_INET_ADDR) (use
+    /// [`destination_address`](Self::destination_address)).
     pub fn destination(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.addr.inet_or_none()
+    }
+
+    /// The address this connector connects to, TCP or Unix-domain.
+    ///
+    /// ```
+    /// use gyre_reactor::{Address, ClientFactory, Factory, Protocol, Reactor, UnixAddr};
+    /// use std::{net::SocketAddr, time::Duration};
+    ///
+    /// struct Quiet;
+    /// impl Protocol for Quiet { fn data_received(&mut self, _: &[u8]) {} }
+    /// struct QuietFactory;
+    /// impl Factory for QuietFactory {
+    ///     type Protocol = Quiet;
+    ///     fn build_protocol(&mut self, _: SocketAddr) -> Option<Quiet> { Some(Quiet) }
+    /// }
+    /// impl ClientFactory for QuietFactory {}
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let connector = reactor.connect_unix("/nonexistent/gyre.sock", QuietFactory, Duration::from_secs(1));
+    /// assert_eq!(connector.destination_address(), Address::Unix(UnixAddr::new("/nonexistent/gyre.sock")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn destination_address(&self) -> Address {
+        self.inner.addr.clone()
     }
 
     /// The reactor this connector belongs to, while it exists.
@@ -321,7 +364,7 @@ impl Connector {
         };
         self.inner.state.set(ConnectorState::Connecting);
         self.with_factory(&reactor, |f, c| f.started(c));
-        match mio::net::TcpStream::connect(self.inner.addr) {
+        match open_stream(&self.inner.addr) {
             Ok(stream) => {
                 let attempt = Rc::new(Attempt {
                     connector: self.clone(),
@@ -467,7 +510,7 @@ impl Connector {
 /// One connection attempt, in the slot table while in flight.
 pub(crate) struct Attempt {
     connector: Connector,
-    stream: RefCell<Option<mio::net::TcpStream>>,
+    stream: RefCell<Option<Stream>>,
     token: Cell<usize>,
     timer: RefCell<Option<DelayedCall>>,
 }
@@ -492,7 +535,7 @@ impl Attempt {
             None => return,
             Some(stream) => match stream.take_error() {
                 Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => match stream.peer_addr() {
+                Ok(None) => match stream.peer_address() {
                     Ok(peer) => Ok(Some(peer)),
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
                     Err(e) => Err(e),
@@ -507,7 +550,7 @@ impl Attempt {
         }
     }
 
-    fn finish(&self) -> Option<mio::net::TcpStream> {
+    fn finish(&self) -> Option<Stream> {
         if let Some(timer) = self.timer.borrow_mut().take() {
             let _ = timer.cancel();
         }
@@ -515,7 +558,7 @@ impl Attempt {
         self.stream.borrow_mut().take()
     }
 
-    fn succeed(self: &Rc<Self>, reactor: &Reactor, peer: SocketAddr, buf: Option<&mut [u8]>) {
+    fn succeed(self: &Rc<Self>, reactor: &Reactor, peer: Address, buf: Option<&mut [u8]>) {
         let connector = &self.connector;
         if !connector.factory_free() {
             // The factory cannot build now: the connection waits,
@@ -534,9 +577,11 @@ impl Attempt {
             return;
         };
         let built = match connector.inner.factory.try_borrow_mut() {
-            Ok(mut f) => guard(format_args!("build_protocol for {peer}"), || f.build(peer))
-                .ok()
-                .flatten(),
+            Ok(mut f) => guard(format_args!("build_protocol for {peer}"), || {
+                f.build(peer.inet_or_none())
+            })
+            .ok()
+            .flatten(),
             Err(_) => None,
         };
         let token = self.token.get();
@@ -614,6 +659,28 @@ impl Attempt {
                 &reactor,
                 io::Error::new(io::ErrorKind::Interrupted, "the reactor shut down"),
             );
+        }
+    }
+}
+
+/// A nonblocking socket connecting (TCP: in flight; Unix: done or failed
+/// at once) to `addr`. A Unix connect refused for a full backlog says so.
+fn open_stream(addr: &Address) -> io::Result<Stream> {
+    match addr {
+        Address::Inet(addr) => mio::net::TcpStream::connect(*addr).map(Stream::Tcp),
+        Address::Unix(unix) => {
+            let std_addr = unix.to_std()?;
+            match mio::net::UnixStream::connect_addr(&std_addr) {
+                Ok(stream) => Ok(Stream::Unix(stream)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                    e.kind(),
+                    format!("connect to unix:{unix}: the listener's backlog is full"),
+                )),
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("connect to unix:{unix}: {e}"),
+                )),
+            }
         }
     }
 }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::clock::{Clock, DelayedCall};
+use crate::conn::Conn;
 use crate::connector::Attempt;
 use crate::defer::{self, Deferred};
 use crate::listener::Listener;
 use crate::perturb::{Perturbation, Perturber};
 use crate::signals::SignalHandlers;
-use crate::tcp::Conn;
 use crate::threads::{ThreadPool, ThreadShared};
 
 /// The token of the cross-thread waker.

@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
+use crate::address::Address;
 use crate::core::{guard, Inner};
 use crate::protocol::{Factory, Protocol};
 
@@ -175,8 +176,9 @@ impl FactoryRef {
 
     /// Builds a protocol for `peer`, unless the factory cannot take the
     /// call now (then the caller tries again from the loop) or it still
-    /// owes earlier life-cycle calls.
-    pub(crate) fn build(&self, peer: SocketAddr) -> Built {
+    /// owes earlier life-cycle calls. A Unix peer reaches the factory as
+    /// [`NO_INET_ADDR`](crate::address::NO_INET_ADDR).
+    pub(crate) fn build(&self, peer: &Address) -> Built {
         if !self.inner.pending.borrow().is_empty() {
             return Built::Busy;
         }
@@ -185,7 +187,7 @@ impl FactoryRef {
             _ => return Built::Busy,
         };
         match guard(format_args!("build_protocol for {peer}"), || {
-            factory.build(peer)
+            factory.build(peer.inet_or_none())
         }) {
             Ok(Some(protocol)) => Built::Protocol(protocol),
             Ok(None) | Err(_) => Built::Refused,

@@ -2,6 +2,10 @@
 //!
 //! - [`Reactor`]: the event loop: TCP listen and connect, timers, threads,
 //!   signals ([`Reactor::on_signal`]), life-cycle triggers.
+//! - [`unix`]: Unix-domain stream sockets ([`Reactor::listen_unix`],
+//!   [`Reactor::connect_unix`]): the same transports as TCP, plus socket
+//!   files (stale ones replaced, mode, removal), abstract names and
+//!   [`PeerCredentials`]; [`Address`] names either kind of end.
 //! - [`udp`]: UDP ports ([`Reactor::listen_udp`], [`DatagramProtocol`],
 //!   [`UdpPort`]): datagrams delivered whole, bounded send queues,
 //!   connected UDP, multicast.
@@ -78,6 +82,11 @@
 //!   ([`DatagramProtocol::datagram_truncated`]), never cut; a UDP write
 //!   never blocks (bounded send queue, drops counted and logged). See
 //!   [`udp`]; tested in `reactor/tests/udp.rs`.
+//! - **A Unix socket file is ours only while we listen on it**: a stale
+//!   one (nothing listening) is replaced, a live listener's path is
+//!   refused, and the file is removed when the port stops, only if it is
+//!   still the one we bound. See [`unix`]; tested in
+//!   `reactor/tests/unix.rs`.
 //! - **A panic in user code costs only what it was handling**: one guard
 //!   catches it at every dispatch boundary (protocol, factory, producer,
 //!   timer, `call_soon`, trigger, thread callback) and logs it with what the
@@ -93,8 +102,10 @@ compile_error!("gyre-reactor packs a slot index and a generation into a 64-bit m
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod address;
 mod block_on;
 pub mod clock;
+mod conn;
 pub mod connect_host;
 mod connector;
 mod core;
@@ -110,16 +121,18 @@ mod protocol;
 mod reconnect;
 mod signals;
 pub mod splice;
-mod tcp;
+mod stream;
 pub mod testing;
 mod threads;
 mod transport;
 pub mod udp;
+pub mod unix;
 
 pub use crate::core::{
     Phase, Reactor, ReactorBuilder, ReactorError, ReactorStats, SystemEvent, TriggerId,
     DEFAULT_LINGER_TIMEOUT,
 };
+pub use address::{Address, UnixAddr};
 pub use connector::{ClientFactory, Connector, ConnectorState, DEFAULT_CONNECT_TIMEOUT};
 pub use factory::{factory_fn, FactoryRef, FnFactory};
 pub use fd::{FdHandler, FdInterest, FdWatch, WatchEnded, WatchError};
@@ -144,3 +157,4 @@ pub use udp::{
     DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,
     DEFAULT_SEND_QUEUE_BYTES, DEFAULT_SEND_QUEUE_DATAGRAMS,
 };
+pub use unix::{PeerCredentials, UnixListenOptions};

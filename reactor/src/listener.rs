@@ -1,5 +1,8 @@
-//! Listening TCP ports: [`ListeningPort`], [`ListenOptions`] and the
-//! accept loop.
+//! Listening ports, TCP and Unix-domain: [`ListeningPort`],
+//! [`ListenOptions`] and the accept loop. One accept loop serves both
+//! kinds: the socket is an [`Acceptor`], and accepted connections are the
+//! same [`Conn`] (see [`unix`](crate::unix) for what a Unix port adds: the
+//! socket file, its mode, stale files).
 //!
 //! # Pausing and running out of descriptors
 //!
@@ -17,7 +20,7 @@
 //! episode is logged once when it starts and once when an accept succeeds
 //! again, never per attempt. Out of descriptors, the port uses the spare
 //! descriptor it reserved at listen time (`/dev/null`, opened by
-//! [`Reactor::listen_tcp_with`] unless
+//! [`Reactor::listen_tcp_with`] and [`Reactor::listen_unix_with`] unless
 //! [`ListenOptions::spare_descriptor`] is off): it closes the spare, accepts
 //! each waiting connection, writes it the
 //! [`refusal_line`](ListenOptions::refusal_line) if any, closes it, and
@@ -27,18 +30,22 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
+use mio::event::Source;
 use socket2::{Domain, Socket, Type};
 
+use crate::address::{Address, UnixAddr};
 use crate::clock::DelayedCall;
+use crate::conn::Conn;
 use crate::core::{Inner, Reactor, SlotKind};
 use crate::defer::{succeed, Deferred};
 use crate::factory::{Built, FactoryRef};
-use crate::tcp::Conn;
+use crate::stream::Stream;
+use crate::unix::SocketFile;
 
 /// Connections accepted per readiness event before yielding to other work.
 const ACCEPTS_PER_EVENT: usize = 256;
@@ -75,11 +82,13 @@ pub enum PortEvent {
 
 /// How a port listens: backlog, the spare descriptor and its refusal line,
 /// the back-off when out of descriptors, and a hook for those episodes. For
-/// [`Reactor::listen_tcp_with`]; the default is what
+/// [`Reactor::listen_tcp_with`] (and, inside
+/// [`UnixListenOptions`](crate::UnixListenOptions),
+/// [`Reactor::listen_unix_with`]); the default is what
 /// [`Reactor::listen_tcp`] does.
 #[derive(Clone)]
 pub struct ListenOptions {
-    backlog: Option<i32>,
+    pub(crate) backlog: Option<i32>,
     refusal_line: Option<Vec<u8>>,
     spare_descriptor: bool,
     backoff: (Duration, Duration),
@@ -172,16 +181,45 @@ struct Exhaustion {
     timer: Option<DelayedCall>,
 }
 
+/// A listening socket, TCP or Unix-domain.
+pub(crate) enum Acceptor {
+    Tcp(mio::net::TcpListener),
+    /// The socket, and its file (removed when this is dropped, after the
+    /// socket is closed); `None` for an abstract name.
+    Unix(mio::net::UnixListener, Option<SocketFile>),
+}
+
+impl Acceptor {
+    /// One connection and its peer's address.
+    fn accept(&self) -> io::Result<(Stream, Address)> {
+        match self {
+            Acceptor::Tcp(l) => l
+                .accept()
+                .map(|(s, peer)| (Stream::Tcp(s), Address::Inet(peer))),
+            Acceptor::Unix(l, _) => l
+                .accept()
+                .map(|(s, peer)| (Stream::Unix(s), Address::Unix(UnixAddr::from_std(&peer)))),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Acceptor::Tcp(l) => l,
+            Acceptor::Unix(l, _) => l,
+        }
+    }
+}
+
 pub(crate) struct Listener {
     reactor: Weak<Inner>,
-    socket: RefCell<Option<mio::net::TcpListener>>,
+    socket: RefCell<Option<Acceptor>>,
     factory: FactoryRef,
-    local: SocketAddr,
+    local: Address,
     token: Cell<usize>,
     /// An accepted connection whose factory could not be called yet (its
     /// cell was busy): accepting waits until it is built, so at most one
     /// waits, and it is retried from the loop.
-    waiting: RefCell<Option<(mio::net::TcpStream, SocketAddr)>>,
+    waiting: RefCell<Option<(Stream, Address)>>,
     options: ListenOptions,
     /// The reserved descriptor (see the module docs).
     spare: RefCell<Option<File>>,
@@ -194,8 +232,9 @@ pub(crate) struct Listener {
     drain_scheduled: Cell<bool>,
 }
 
-/// A listening TCP port (Twisted's `IListeningPort`), from
-/// [`Reactor::listen_tcp`]. Dropping the handle does not close the port;
+/// A listening port (Twisted's `IListeningPort`), TCP from
+/// [`Reactor::listen_tcp`] or Unix-domain from [`Reactor::listen_unix`].
+/// Dropping the handle does not close the port;
 /// [`stop_listening`](Self::stop_listening) does.
 #[derive(Clone)]
 pub struct ListeningPort {
@@ -211,14 +250,36 @@ impl fmt::Debug for ListeningPort {
 }
 
 impl ListeningPort {
-    /// The address the port is bound to (with the real port when 0 was asked).
+    /// The address the port is bound to (with the real port when 0 was
+    /// asked). For a Unix port, which has none, it is
+    /// [`NO_INET_ADDR`](crate::address::NO_INET_ADDR); use
+    /// [`local_address`](Self::local_address).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local
+        self.listener.local.inet_or_none()
+    }
+
+    /// The address the port is bound to, TCP or Unix-domain (the path, or
+    /// the abstract name).
+    ///
+    /// ```
+    /// use gyre_reactor::{factory_fn, Address, Protocol, Reactor};
+    ///
+    /// struct Discard;
+    /// impl Protocol for Discard { fn data_received(&mut self, _: &[u8]) {} }
+    ///
+    /// let reactor = Reactor::builder().install_signal_handlers(false).build()?;
+    /// let port = reactor.listen_tcp("127.0.0.1:0".parse()?, factory_fn(|_| Some(Discard)))?;
+    /// assert_eq!(port.local_address(), Address::Inet(port.local_addr()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_address(&self) -> Address {
+        self.listener.local.clone()
     }
 
     /// Stops accepting and closes the port; connections already accepted
-    /// stay up. The Deferred fires once the port is closed. Calling it again
-    /// does nothing more.
+    /// stay up. A Unix port's socket file is removed (if it is still the
+    /// one the port bound). The Deferred fires once the port is closed.
+    /// Calling it again does nothing more.
     #[track_caller]
     pub fn stop_listening(&self) -> Deferred<()> {
         self.listener.stop();
@@ -326,9 +387,21 @@ impl Reactor {
         options: ListenOptions,
     ) -> io::Result<ListeningPort> {
         let backlog = options.backlog.unwrap_or(self.inner.backlog);
-        let mut socket = bind(addr, backlog)
+        let socket = bind(addr, backlog)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        let local = socket.local_addr()?;
+        let local = Address::Inet(socket.local_addr()?);
+        self.start_listener(Acceptor::Tcp(socket), local, factory, options)
+    }
+
+    /// Puts a bound, listening socket in the loop: reserves the spare
+    /// descriptor, registers, starts the factory.
+    pub(crate) fn start_listener(
+        &self,
+        mut socket: Acceptor,
+        local: Address,
+        factory: impl Into<FactoryRef>,
+        options: ListenOptions,
+    ) -> io::Result<ListeningPort> {
         let spare = if options.spare_descriptor {
             match open_spare() {
                 Ok(file) => Some(file),
@@ -347,7 +420,7 @@ impl Reactor {
                 reactor: Rc::downgrade(&self.inner),
                 socket: RefCell::new(None),
                 factory: factory.clone(),
-                local,
+                local: local.clone(),
                 token: Cell::new(token),
                 waiting: RefCell::new(None),
                 options,
@@ -361,11 +434,11 @@ impl Reactor {
             SlotKind::Listener(l)
         });
         let listener = listener.ok_or_else(|| io::Error::other("slot not created"))?;
-        if let Err(e) =
-            self.inner
-                .registry
-                .register(&mut socket, mio::Token(token), mio::Interest::READABLE)
-        {
+        if let Err(e) = self.inner.registry.register(
+            socket.source(),
+            mio::Token(token),
+            mio::Interest::READABLE,
+        ) {
             self.inner.remove_slot(token);
             return Err(e);
         }
@@ -409,12 +482,12 @@ impl Listener {
         };
         let result = if want {
             reactor.registry.register(
-                socket,
+                socket.source(),
                 mio::Token(self.token.get()),
                 mio::Interest::READABLE,
             )
         } else {
-            reactor.registry.deregister(socket)
+            reactor.registry.deregister(socket.source())
         };
         match result {
             Ok(()) => self.registered.set(want),
@@ -614,7 +687,7 @@ impl Listener {
     /// Writes the refusal line (if any) and closes, without a reset: the
     /// write side is shut and what the client already sent is read away
     /// (nonblocking, a little), so the close does not discard the line.
-    fn refuse(&self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+    fn refuse(&self, stream: Stream, peer: Address) {
         log::debug!(
             "refusing a connection from {peer} on {}: out of descriptors",
             self.local
@@ -635,13 +708,8 @@ impl Listener {
     /// Builds the protocol and starts the connection. Returns `false` if
     /// the factory could not be called now: the connection then waits (and
     /// accepting with it) for a retry from the loop.
-    fn start_connection(
-        self: &Rc<Self>,
-        reactor: &Reactor,
-        stream: mio::net::TcpStream,
-        peer: SocketAddr,
-    ) -> bool {
-        let protocol = match self.factory.build(peer) {
+    fn start_connection(self: &Rc<Self>, reactor: &Reactor, stream: Stream, peer: Address) -> bool {
+        let protocol = match self.factory.build(&peer) {
             Built::Protocol(p) => p,
             Built::Refused => {
                 log::debug!("factory on {} refused a connection from {peer}", self.local);
@@ -664,7 +732,11 @@ impl Listener {
                 return false;
             }
         };
-        let conn = Rc::new(Conn::new(Rc::downgrade(&reactor.inner), stream, peer));
+        let conn = Rc::new(Conn::new(
+            Rc::downgrade(&reactor.inner),
+            stream,
+            peer.clone(),
+        ));
         let token = reactor
             .inner
             .insert_slot(|_| SlotKind::Conn(Rc::clone(&conn)));
@@ -691,11 +763,19 @@ impl Listener {
         if let Some(mut socket) = socket {
             if let Some(reactor) = self.reactor.upgrade() {
                 if self.registered.replace(false) {
-                    let _ = reactor.registry.deregister(&mut socket);
+                    let _ = reactor.registry.deregister(socket.source());
                 }
                 reactor.remove_slot(self.token.get());
             }
-            drop(socket);
+            // Close the socket, then remove a Unix port's file (if it is
+            // still ours).
+            match socket {
+                Acceptor::Tcp(socket) => drop(socket),
+                Acceptor::Unix(socket, file) => {
+                    drop(socket);
+                    drop(file);
+                }
+            }
             log::info!("stopped listening on {}", self.local);
             self.factory.port_stopped(&self.reactor);
         }

@@ -167,6 +167,12 @@ pub trait Factory: 'static {
 
     /// A protocol for a new connection from `peer`, or `None` to refuse it
     /// (the connection is closed at once).
+    ///
+    /// For a Unix-domain connection, which has no internet address, `peer`
+    /// is [`NO_INET_ADDR`](crate::address::NO_INET_ADDR) (`0.0.0.0:0`);
+    /// the protocol's transport tells who connected
+    /// ([`Transport::peer_address`], [`Transport::peer_credentials`]). See
+    /// [`address`](crate::address).
     fn build_protocol(&mut self, peer: SocketAddr) -> Option<Self::Protocol>;
 
     /// The first port started using this factory.

@@ -103,7 +103,7 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
         let Some(delay) = state.backoff.borrow_mut().next_delay() else {
             log::info!(
                 "giving up on {} after {} retries",
-                connector.destination(),
+                connector.destination_address(),
                 state.backoff.borrow().attempt()
             );
             state.continue_trying.set(false);
@@ -113,7 +113,10 @@ impl<F: ClientFactory> ReconnectingClientFactory<F> {
             return;
         };
         state.last_delay.set(Some(delay));
-        log::debug!("reconnecting to {} in {delay:?}", connector.destination());
+        log::debug!(
+            "reconnecting to {} in {delay:?}",
+            connector.destination_address()
+        );
         let weak = Rc::downgrade(state);
         let target = connector.clone();
         let call = reactor.call_later(delay, move || {

@@ -2,8 +2,9 @@
 //!
 //! # Contract
 //!
-//! Every transport (TCP, TLS, the in-memory ones, and any added later)
-//! keeps these rules; the transport conformance suite checks them.
+//! Every transport (TCP, Unix-domain sockets, TLS, the in-memory ones, and
+//! any added later) keeps these rules; the transport conformance suite
+//! checks them.
 //!
 //! - **Any readiness event may carry read data, EOF or an error, a connect
 //!   completion included**: a server that writes (or closes) at once is
@@ -28,7 +29,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use crate::address::Address;
 use crate::protocol::Producer;
+use crate::unix::PeerCredentials;
 
 /// Default write-buffer high-water mark: above it, a registered producer is
 /// paused.
@@ -66,6 +69,22 @@ pub trait TransportBackend {
     fn peer_addr(&self) -> Option<SocketAddr>;
     /// Our address, when known.
     fn local_addr(&self) -> Option<SocketAddr>;
+    /// The peer's address, TCP or Unix, when known. The default wraps
+    /// [`peer_addr`](Self::peer_addr); a backend over a Unix socket (or
+    /// over another transport, as TLS is) says more.
+    fn peer_address(&self) -> Option<Address> {
+        self.peer_addr().map(Address::Inet)
+    }
+    /// Our address, TCP or Unix, when known. The default wraps
+    /// [`local_addr`](Self::local_addr).
+    fn local_address(&self) -> Option<Address> {
+        self.local_addr().map(Address::Inet)
+    }
+    /// The peer process's credentials (Unix-domain sockets). The default is
+    /// an `Unsupported` error.
+    fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        Err(crate::unix::credentials_unsupported())
+    }
     /// Stops delivering data (and reading from the socket) until resumed.
     fn pause_reading(&self);
     /// Delivers data again.
@@ -169,14 +188,66 @@ impl Transport {
         self.backend.is_closing()
     }
 
-    /// The peer's address, when known.
+    /// The peer's internet address, when known: `None` for a Unix-domain
+    /// connection (use [`peer_address`](Self::peer_address)).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.backend.peer_addr()
     }
 
-    /// Our address, when known.
+    /// Our internet address, when known: `None` for a Unix-domain
+    /// connection (use [`local_address`](Self::local_address)).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.backend.local_addr()
+    }
+
+    /// The peer's address, TCP or Unix-domain, when known. For a
+    /// connection accepted on a Unix port it is usually
+    /// [`UnixAddr::Unnamed`](crate::UnixAddr::Unnamed) (clients seldom
+    /// bind); for a client, the path (or abstract name) it connected to.
+    /// See [`address`](crate::address) for how the `SocketAddr` APIs
+    /// answer for Unix connections.
+    ///
+    /// ```
+    /// use gyre_reactor::testing::StringTransport;
+    /// use gyre_reactor::Address;
+    ///
+    /// let t = StringTransport::new();
+    /// assert_eq!(t.transport().peer_address(), t.transport().peer_addr().map(Address::Inet));
+    /// ```
+    pub fn peer_address(&self) -> Option<Address> {
+        self.backend.peer_address()
+    }
+
+    /// Our address, TCP or Unix-domain, when known: for a connection
+    /// accepted on a Unix port, the port's path or abstract name.
+    pub fn local_address(&self) -> Option<Address> {
+        self.backend.local_address()
+    }
+
+    /// Who is on the other end of a Unix-domain connection: the peer
+    /// process's pid, uid and gid as the kernel recorded them when the
+    /// connection was made (`SO_PEERCRED`; for a client, the listener's
+    /// at the time it called `listen`). They cannot be forged by the peer,
+    /// so a server may authorize by uid. An `Unsupported` error for TCP
+    /// and other transports; `NotConnected` once closed.
+    ///
+    /// ```no_run
+    /// use gyre_reactor::{Protocol, Transport};
+    ///
+    /// /// Serves only the user the server runs as.
+    /// struct SameUserOnly;
+    /// impl Protocol for SameUserOnly {
+    ///     fn connection_made(&mut self, t: Transport) {
+    ///         match t.peer_credentials() {
+    ///             Ok(peer) if peer.uid == rustix::process::getuid().as_raw() => t.write(b"welcome\n"),
+    ///             _ => t.abort_connection(),
+    ///         }
+    ///     }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    /// ```
+    pub fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        self.backend.peer_credentials()
     }
 
     /// Stops delivering data until [`resume_reading`](Self::resume_reading).
@@ -189,7 +260,8 @@ impl Transport {
         self.backend.resume_reading()
     }
 
-    /// Sets `TCP_NODELAY` (on by default).
+    /// Sets `TCP_NODELAY` (on by default). Over a Unix-domain socket, which
+    /// has no Nagle algorithm, it does nothing and succeeds.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.backend.set_nodelay(on)
     }
@@ -233,8 +305,8 @@ impl Transport {
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transport")
-            .field("peer", &self.peer_addr())
-            .field("local", &self.local_addr())
+            .field("peer", &self.peer_address())
+            .field("local", &self.local_address())
             .finish()
     }
 }

@@ -690,13 +690,28 @@ fn assert_peer_of_abort(kind: &dyn TransportKind, peer: &Shared, rst_certain: bo
             matches!(got.as_slice(), [Lost::Error(..)]),
             "the peer of an abort was told {got:?}, not an error"
         ),
+        PeerOfAbort::EofUnlessUnreadInput if rst_certain => assert!(
+            matches!(
+                got.as_slice(),
+                [Lost::Error(io::ErrorKind::ConnectionReset, _)]
+            ),
+            "the peer of an abort with unread input was told {got:?}, not a ConnectionReset error"
+        ),
+        // No unread input on the aborting side: an orderly EOF, all the
+        // socket can say.
+        PeerOfAbort::EofUnlessUnreadInput => assert_eq!(
+            got,
+            [Lost::Done],
+            "the peer of an abort without unread input reads EOF"
+        ),
     }
 }
 
 /// The server aborts an idle connection: the client must learn that it was
 /// not an orderly close (`ConnectionLost::Error`, not `Done`), or a
 /// truncated transfer looks complete. The pump models the reset: the peer
-/// gets a `ConnectionReset` error.
+/// gets a `ConnectionReset` error. A Unix socket cannot say it (it has no
+/// RST): its client is told `Done`, as its quirk states.
 pub fn peer_resets(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     let (client, c) = Peer::new();
     let (server, s) = Peer::new();
@@ -715,8 +730,8 @@ pub fn peer_resets(kind: &dyn TransportKind, schedule: Option<Schedule>) {
 }
 
 /// The server aborts with the client's bytes unread in its receive queue
-/// (the kernel sends an RST for certain): the client is told
-/// `ConnectionReset`.
+/// (the kernel sends an RST for certain, or for a Unix socket marks the
+/// client `ECONNRESET`): the client is told `ConnectionReset`.
 pub fn peer_resets_with_unread_input(kind: &dyn TransportKind, schedule: Option<Schedule>) {
     let (client, c) = Peer::new();
     let (server, s) = Peer::new();

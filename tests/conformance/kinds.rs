@@ -1,14 +1,16 @@
 //! The transports under test: one [`TransportKind`] per transport, each of
 //! which connects a client and a server protocol and drives them.
 //!
-//! Adding a transport (Unix sockets, process pipes, ...) is one more
+//! Adding a transport (process pipes, ...) is one more
 //! `impl TransportKind` here, plus one `conformance_suite!` invocation in
 //! `tests/conformance.rs` listing every behaviour for it.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,10 @@ pub enum PeerOfAbort {
     /// `ConnectionLost::Error` of kind `ConnectionReset` (an RST, or the
     /// pump's model of one).
     Reset,
+    /// A Unix-domain socket has no RST: the peer reads an orderly EOF (and
+    /// is told `Done`) unless the aborting side had unread input, which
+    /// makes Linux report `ECONNRESET` to the peer (`ConnectionReset`).
+    EofUnlessUnreadInput,
 }
 
 /// A transport that can connect a client and a server protocol and drive
@@ -119,6 +125,8 @@ struct SocketPair {
     _port: ListeningPort,
     _connector: Connector,
     failed: Rc<RefCell<Option<String>>>,
+    /// A Unix pair's socket file, removed last.
+    _file: Option<SocketFile>,
 }
 
 impl SocketPair {
@@ -197,7 +205,8 @@ impl TransportKind for Tcp {
             client,
             server,
             |reactor, server| reactor.listen_tcp(loopback(), server),
-            |reactor, addr, client| Ok(reactor.connect_tcp(addr, client, WAIT_BOUND)),
+            |reactor, port, client| Ok(reactor.connect_tcp(port.local_addr(), client, WAIT_BOUND)),
+            None,
         )
     }
 }
@@ -255,10 +264,10 @@ impl TransportKind for Tls {
             client,
             server,
             |reactor, server| tls::listen_tls(reactor, loopback(), configs.server.clone(), server),
-            |reactor, addr, client| {
+            |reactor, port, client| {
                 tls::connect_tls(
                     reactor,
-                    addr,
+                    port.local_addr(),
                     "localhost",
                     configs.client.clone(),
                     client,
@@ -266,20 +275,85 @@ impl TransportKind for Tls {
                 )
                 .map_err(Into::into)
             },
+            None,
         )
     }
 }
 
-/// A client and a server on 127.0.0.1, each on its own reactor (perturbed
-/// by `schedule`, one random stream each): `listen` starts the server's
-/// port with the factory it is given, `connect` dials it from the client's
-/// reactor. TCP and TLS differ only in those two calls.
+/// Unix-domain stream sockets (`listen_unix`, `connect_unix`), each pair
+/// on its own socket file in the system's temporary directory (removed by
+/// the port when its reactor is dropped).
+///
+/// Differences from TCP, by design: a Unix socket has no RST, so the peer
+/// of an abort reads EOF unless the aborting side had unread input
+/// ([`PeerOfAbort::EofUnlessUnreadInput`]).
+pub struct Unix;
+
+/// A socket path no other pair (or test process) uses.
+fn unix_socket_path() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("gyre-conformance-{}-{n}.sock", std::process::id()))
+}
+
+/// Removes the socket file if a pair's port did not (a panic before the
+/// port existed, say).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl TransportKind for Unix {
+    fn name(&self) -> &'static str {
+        "unix"
+    }
+
+    fn quirks(&self) -> Quirks {
+        Quirks {
+            paused_data_waits_in_writer: false,
+            peer_of_abort: PeerOfAbort::EofUnlessUnreadInput,
+            eof_after_own_half_close: true,
+        }
+    }
+
+    fn connect(
+        &self,
+        client: Box<dyn Protocol>,
+        server: Box<dyn Protocol>,
+        schedule: Option<Schedule>,
+    ) -> Box<dyn Pair> {
+        let path = unix_socket_path();
+        let dial = path.clone();
+        socket_pair(
+            schedule,
+            client,
+            server,
+            |reactor, server| reactor.listen_unix(&path, server),
+            move |reactor, _port, client| Ok(reactor.connect_unix(&dial, client, WAIT_BOUND)),
+            Some(SocketFile(path.clone())),
+        )
+    }
+}
+
+/// A client and a server, each on its own reactor (perturbed by
+/// `schedule`, one random stream each): `listen` starts the server's port
+/// (on 127.0.0.1, or a Unix socket) with the factory it is given, `connect`
+/// dials it from the client's reactor. TCP, TLS and Unix differ only in
+/// those two calls (and a Unix pair's socket file, `file`).
 fn socket_pair(
     schedule: Option<Schedule>,
     client: Box<dyn Protocol>,
     server: Box<dyn Protocol>,
     listen: impl FnOnce(&Reactor, Once) -> io::Result<ListeningPort>,
-    connect: impl FnOnce(&Reactor, SocketAddr, Once) -> Result<Connector, Box<dyn std::error::Error>>,
+    connect: impl FnOnce(
+        &Reactor,
+        &ListeningPort,
+        Once,
+    ) -> Result<Connector, Box<dyn std::error::Error>>,
+    file: Option<SocketFile>,
 ) -> Box<dyn Pair> {
     let (server_reactor, client_reactor) = (reactor(schedule, 0), reactor(schedule, 1));
     let failed = Rc::new(RefCell::new(None));
@@ -290,10 +364,10 @@ fn socket_pair(
             failed: failed.clone(),
         },
     )
-    .expect("listen on 127.0.0.1:0");
+    .expect("listen");
     let connector = connect(
         &client_reactor,
-        port.local_addr(),
+        &port,
         Once {
             protocol: Some(client),
             failed: failed.clone(),
@@ -306,6 +380,7 @@ fn socket_pair(
         _port: port,
         _connector: connector,
         failed,
+        _file: file,
     })
 }
 

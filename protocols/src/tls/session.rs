@@ -1025,6 +1025,24 @@ impl TransportBackend for TlsTransport {
         self.tcp().and_then(|t| t.local_addr())
     }
 
+    fn peer_address(&self) -> Option<gyre_reactor::Address> {
+        self.tcp().and_then(|t| t.peer_address())
+    }
+
+    fn local_address(&self) -> Option<gyre_reactor::Address> {
+        self.tcp().and_then(|t| t.local_address())
+    }
+
+    fn peer_credentials(&self) -> io::Result<gyre_reactor::PeerCredentials> {
+        match self.tcp() {
+            Some(inner) => inner.peer_credentials(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the TLS connection has no transport yet",
+            )),
+        }
+    }
+
     fn pause_reading(&self) {
         self.reading.set(Reading::Paused);
         if let Some(tcp) = self.tcp() {

@@ -1,12 +1,15 @@
-//! TCP connections: the [`Conn`] behind a [`Transport`], with its bounded
-//! write buffer, flow control, half-close, lingering close and close
-//! bookkeeping.
+//! Stream connections, TCP and Unix-domain: the [`Conn`] behind a
+//! [`Transport`], with its bounded write buffer, flow control, half-close,
+//! lingering close and close bookkeeping. One implementation serves both
+//! kinds of socket: it holds a [`Stream`], and the few places where the
+//! kinds differ (`TCP_NODELAY`, how an abort is signalled, peer
+//! credentials) are in that enum.
 //!
 //! # Contract
 //!
-//! These rules hold for every TCP connection; the [`Transport`] docs state
-//! them for protocol authors, and the conformance suite checks them for
-//! every transport.
+//! These rules hold for every TCP and Unix-domain connection; the
+//! [`Transport`] docs state them for protocol authors, and the conformance
+//! suite checks them for every transport.
 //!
 //! - **Any readiness event may carry read data, EOF or an error, a connect
 //!   completion included.** mio is edge-triggered: an edge that is not
@@ -30,7 +33,8 @@
 //!   to the protocol (as in Twisted).
 //! - **A close with unread input lingers; it never resets answers away.**
 //!   Closing a socket that still has unread input makes Linux send RST and
-//!   purge its send queue, losing answers written before the close. So
+//!   purge its send queue, losing answers written before the close (a Unix
+//!   socket's peer gets `ECONNRESET` in place of its EOF). So
 //!   `lose_connection` flushes, shuts the write side (FIN), then reads and
 //!   discards input until the peer's EOF or the linger time-out
 //!   ([`ReactorBuilder::linger_timeout`](crate::ReactorBuilder::linger_timeout),
@@ -55,18 +59,20 @@
 //! reactor to deliver after the current callback has returned.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read, Write};
+use std::fmt;
+use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 
-use mio::net::TcpStream;
-
+use crate::address::{Address, UnixAddr};
 use crate::clock::DelayedCall;
 use crate::core::{guard, Inner, Readiness};
 use crate::protocol::{ConnectionLost, Producer, Protocol};
+use crate::stream::Stream;
 use crate::transport::{
     Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
 };
+use crate::unix::PeerCredentials;
 
 /// How many reads one readiness event may do before the connection yields
 /// to others (it is read again on the next iteration).
@@ -128,18 +134,18 @@ enum ProducerState {
     Paused(Rc<dyn Producer>),
 }
 
-/// One TCP connection.
+/// One stream connection (TCP or Unix-domain).
 pub(crate) struct Conn {
     reactor: Weak<Inner>,
     pub(crate) token: Cell<usize>,
-    stream: RefCell<Option<TcpStream>>,
+    stream: RefCell<Option<Stream>>,
     protocol: RefCell<Option<Box<dyn Protocol>>>,
     wbuf: RefCell<WriteBuffer>,
     high_water: Cell<usize>,
     low_water: Cell<usize>,
     producer: RefCell<ProducerState>,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
+    peer: Address,
+    local: Option<Address>,
     read: Cell<ReadState>,
     write: Cell<WriteState>,
     send_queue: Cell<SendQueue>,
@@ -198,8 +204,8 @@ impl WriteBuffer {
 }
 
 impl Conn {
-    pub(crate) fn new(reactor: Weak<Inner>, stream: TcpStream, peer: SocketAddr) -> Conn {
-        let local = stream.local_addr().ok();
+    pub(crate) fn new(reactor: Weak<Inner>, stream: Stream, peer: Address) -> Conn {
+        let local = stream.local_address().ok();
         Conn {
             reactor,
             token: Cell::new(usize::MAX),
@@ -219,6 +225,15 @@ impl Conn {
             queued_read: Cell::new(false),
             lost_reason: RefCell::new(None),
             lost_hook: RefCell::new(None),
+        }
+    }
+
+    /// How logs name the connection: the peer, or for a Unix peer with no
+    /// address (the usual client), our own address.
+    fn name(&self) -> ConnName<'_> {
+        ConnName {
+            peer: &self.peer,
+            local: self.local.as_ref(),
         }
     }
 
@@ -247,6 +262,7 @@ impl Conn {
     pub(crate) fn start(self: &Rc<Self>, protocol: Box<dyn Protocol>) {
         if let Some(stream) = self.stream.borrow().as_ref() {
             // TCP_NODELAY is on by default: a reactor writes whole messages.
+            // (A Unix socket has no Nagle algorithm: nothing to do.)
             let _ = stream.set_nodelay(true);
         }
         *self.protocol.borrow_mut() = Some(protocol);
@@ -265,18 +281,18 @@ impl Conn {
             let Ok(mut slot) = self.protocol.try_borrow_mut() else {
                 // Cannot happen: the protocol is only borrowed here, and no
                 // protocol method is called from inside another.
-                log::error!("protocol for {} is busy; {what} not delivered", self.peer);
+                log::error!("protocol for {} is busy; {what} not delivered", self.name());
                 return;
             };
             let Some(protocol) = slot.as_mut() else {
                 return;
             };
-            guard(format_args!("{what} for {}", self.peer), || {
+            guard(format_args!("{what} for {}", self.name()), || {
                 f(&mut **protocol)
             })
         };
         if let Err(message) = outcome {
-            log::error!("aborting the connection to {} after the panic", self.peer);
+            log::error!("aborting the connection to {} after the panic", self.name());
             self.close_now(ConnectionLost::Panicked(message));
         }
     }
@@ -310,7 +326,10 @@ impl Conn {
             None => return,
         };
         if let Some(e) = error {
-            log::debug!("connection to {} failed after EOF or pause: {e}", self.peer);
+            log::debug!(
+                "connection to {} failed after EOF or pause: {e}",
+                self.name()
+            );
             self.close_now(ConnectionLost::Error(e));
         }
     }
@@ -343,7 +362,7 @@ impl Conn {
                 None => buf.len(),
             };
             let result = match self.stream.borrow().as_ref() {
-                Some(mut stream) => stream.read(&mut buf[..want]),
+                Some(stream) => stream.read(&mut buf[..want]),
                 None => return,
             };
             match result {
@@ -426,7 +445,7 @@ impl Conn {
                         None => pending.len(),
                     };
                     match self.stream.borrow().as_ref() {
-                        Some(mut stream) => stream.write(&pending[..offer]),
+                        Some(stream) => stream.write(&pending[..offer]),
                         None => return,
                     }
                 };
@@ -502,7 +521,7 @@ impl Conn {
                 if !conn.is_closed() {
                     log::debug!(
                         "linger time-out ({timeout:?}) hit for {}: the peer sent no EOF; closing",
-                        conn.peer
+                        conn.name()
                     );
                     conn.close_now(ConnectionLost::Done);
                 }
@@ -532,12 +551,12 @@ impl Conn {
         };
         match change {
             Some((producer, true)) => {
-                let _ = guard(format_args!("pause_producing for {}", self.peer), || {
+                let _ = guard(format_args!("pause_producing for {}", self.name()), || {
                     producer.pause_producing()
                 });
             }
             Some((producer, false)) => {
-                let _ = guard(format_args!("resume_producing for {}", self.peer), || {
+                let _ = guard(format_args!("resume_producing for {}", self.name()), || {
                     producer.resume_producing()
                 });
             }
@@ -590,10 +609,11 @@ impl Conn {
                 let _ = reactor.registry.deregister(&mut stream);
             }
             if matches!(reason, ConnectionLost::Aborted) {
-                // An abort tells the peer the close was not clean: a zero
-                // linger makes the close send RST, not FIN, so the peer
-                // sees a reset rather than an orderly end of stream.
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                // An abort tells the peer the close was not clean: over TCP
+                // a zero linger makes the close send RST, not FIN, so the
+                // peer sees a reset rather than an orderly end of stream.
+                // (A Unix socket has no RST; see `stream`.)
+                stream.prepare_abort();
             }
             drop(stream);
         }
@@ -617,27 +637,44 @@ impl Conn {
         let protocol = self.protocol.borrow_mut().take();
         let producer = std::mem::replace(&mut *self.producer.borrow_mut(), ProducerState::None);
         if let ProducerState::Producing(producer) | ProducerState::Paused(producer) = producer {
-            let _ = guard(format_args!("stop_producing for {}", self.peer), || {
+            let _ = guard(format_args!("stop_producing for {}", self.name()), || {
                 producer.stop_producing()
             });
         }
         let hook = self.lost_hook.borrow_mut().take();
         let hook_reason = hook.as_ref().map(|_| reason.clone());
         if let Some(mut protocol) = protocol {
-            log::debug!("connection to {} lost: {reason}", self.peer);
-            let _ = guard(format_args!("connection_lost for {}", self.peer), || {
+            log::debug!("connection to {} lost: {reason}", self.name());
+            let _ = guard(format_args!("connection_lost for {}", self.name()), || {
                 protocol.connection_lost(reason)
             });
             let _ = guard(
-                format_args!("dropping the protocol for {}", self.peer),
+                format_args!("dropping the protocol for {}", self.name()),
                 || drop(protocol),
             );
         }
         if let (Some(hook), Some(reason)) = (hook, hook_reason) {
             let _ = guard(
-                format_args!("connection lost hook for {}", self.peer),
+                format_args!("connection lost hook for {}", self.name()),
                 || hook(&reason),
             );
+        }
+    }
+}
+
+/// [`Conn::name`]: formatted only when a log line is written.
+struct ConnName<'a> {
+    peer: &'a Address,
+    local: Option<&'a Address>,
+}
+
+impl fmt::Display for ConnName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.peer, self.local) {
+            (Address::Unix(UnixAddr::Unnamed), Some(local)) => {
+                write!(f, "an unnamed peer of {local}")
+            }
+            (peer, _) => peer.fmt(f),
         }
     }
 }
@@ -703,11 +740,29 @@ impl TransportBackend for Conn {
     }
 
     fn peer_addr(&self) -> Option<SocketAddr> {
-        Some(self.peer)
+        self.peer.inet()
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
-        self.local
+        self.local.as_ref().and_then(Address::inet)
+    }
+
+    fn peer_address(&self) -> Option<Address> {
+        Some(self.peer.clone())
+    }
+
+    fn local_address(&self) -> Option<Address> {
+        self.local.clone()
+    }
+
+    fn peer_credentials(&self) -> io::Result<PeerCredentials> {
+        match self.stream.borrow().as_ref() {
+            Some(stream) => stream.peer_credentials(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "connection closed",
+            )),
+        }
     }
 
     fn pause_reading(&self) {
