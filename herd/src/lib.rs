@@ -47,6 +47,7 @@ pub mod config;
 pub mod limits;
 mod links;
 pub mod log;
+pub mod metrics;
 pub mod pki;
 pub mod places;
 pub mod program;

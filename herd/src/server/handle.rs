@@ -32,7 +32,7 @@ use crate::store::{Location, Store};
 /// down); dropping the handle does not stop it.
 #[derive(Clone)]
 pub struct HerdServer {
-    inner: Rc<Server>,
+    pub(super) inner: Rc<Server>,
 }
 
 impl fmt::Debug for HerdServer {
@@ -148,6 +148,8 @@ impl HerdServer {
             life: RefCell::new(Life::Running),
             limits: RefCell::new(limits),
             rates: RefCell::new(rates),
+            metrics: Metrics::new(),
+            started: reactor.clock().now(),
             me: me.clone(),
         });
         // The listening port's factory keeps the server alive (as a

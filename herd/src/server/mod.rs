@@ -89,6 +89,7 @@ mod options;
 mod peering;
 mod reload;
 mod state;
+mod status;
 
 pub use answer::whatsat_answer;
 pub(crate) use conn::{Conn, Role};
@@ -103,4 +104,5 @@ pub use options::{
 };
 pub(crate) use peering::{HerdProtocol, PeerLinks};
 pub use reload::PeerReload;
+pub use status::MAX_CLIENTS_SHOWN;
 pub(crate) use state::Server;
