@@ -43,15 +43,20 @@
 //! assert_eq!(store.get(b"kiwi").unwrap().at_line(), b"AT A +0.1 kiwi +1+2 5");
 //! ```
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use crate::command::{AtLine, Coordinates};
 
-/// One client's stored location.
+/// One client's stored location. Its AT line is one shared allocation:
+/// cloning a `Location` (or [`shared_line`](Self::shared_line)) does not
+/// copy it, and the store keys the client by the ID inside it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Location {
-    at_line: Vec<u8>,
+    at_line: Rc<[u8]>,
     time_ns: i128,
     coordinates: Coordinates,
 }
@@ -59,12 +64,18 @@ pub struct Location {
 impl Location {
     /// A location: its AT line (canonical form, no line end), the client's
     /// time in nanoseconds, and the parsed coordinates.
-    pub fn new(at_line: Vec<u8>, time_ns: i128, coordinates: Coordinates) -> Location {
+    pub fn new(at_line: impl Into<Rc<[u8]>>, time_ns: i128, coordinates: Coordinates) -> Location {
         Location {
-            at_line,
+            at_line: at_line.into(),
             time_ns,
             coordinates,
         }
+    }
+
+    /// The AT line as the shared allocation the store keeps: what a flood
+    /// hands to every neighbour without copying it.
+    pub fn shared_line(&self) -> Rc<[u8]> {
+        Rc::clone(&self.at_line)
     }
 
     /// A location from a parsed AT line (stored in canonical form).
@@ -100,11 +111,82 @@ impl Location {
     }
 }
 
-/// What one stored client costs beyond its bytes, as [`Store::bytes`]
-/// counts it: the `Location`, its sequence number, the three indexes'
-/// per-entry bookkeeping and the two `Vec` headers of the keys (an
-/// estimate, on the high side).
-pub const ENTRY_OVERHEAD: usize = 160;
+/// What one stored client costs beyond its AT line, as [`Store::bytes`]
+/// counts it: the line's allocation header, the `Location`, its sequence
+/// number, and the three indexes' per-entry bookkeeping, their growth
+/// slack included (an estimate, on the high side).
+pub const ENTRY_OVERHEAD: usize = 192;
+
+/// A client's ID as the store's indexes hold it: a range of the client's
+/// stored AT line (the ID is its fourth field), so that a stored client
+/// costs one allocation, shared by the location and both indexes. An ID
+/// that is not in its line (a hand-made location) gets its own copy.
+#[derive(Debug, Clone)]
+struct ClientKey {
+    bytes: Rc<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ClientKey {
+    /// `client` as a range of `line` if it is the line's fourth field, else
+    /// a copy.
+    fn new(client: &[u8], line: &Rc<[u8]>) -> ClientKey {
+        let field = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|f| !f.is_empty())
+            .nth(3);
+        match field {
+            Some(f) if f == client => {
+                let start = f.as_ptr() as usize - line.as_ptr() as usize;
+                ClientKey {
+                    bytes: Rc::clone(line),
+                    start,
+                    end: start + f.len(),
+                }
+            }
+            _ => ClientKey {
+                bytes: Rc::from(client),
+                start: 0,
+                end: client.len(),
+            },
+        }
+    }
+
+    fn id(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    /// Bytes this key holds beyond the line it shares (0 when it shares).
+    fn own_bytes(&self, line: &Rc<[u8]>) -> usize {
+        if Rc::ptr_eq(&self.bytes, line) {
+            0
+        } else {
+            self.bytes.len()
+        }
+    }
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ClientKey {}
+
+impl Hash for ClientKey {
+    // As `[u8]` hashes, so that lookups by `&[u8]` find it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl Borrow<[u8]> for ClientKey {
+    fn borrow(&self) -> &[u8] {
+        self.id()
+    }
+}
 
 /// One stored client: its location and the sequence number it was stored
 /// with.
@@ -112,22 +194,25 @@ pub const ENTRY_OVERHEAD: usize = 160;
 struct Entry {
     location: Location,
     seq: u64,
+    /// Bytes the client's key holds beyond the location's line.
+    key_bytes: usize,
 }
 
 /// Client ID (bytes) → latest [`Location`].
 ///
 /// Bounded two ways, oldest location evicted first: by the number of
 /// clients and by [`bytes`](Self::bytes), which counts each entry as its
-/// client ID twice (it keys two indexes), its AT line, and
-/// [`ENTRY_OVERHEAD`].
+/// AT line and [`ENTRY_OVERHEAD`] (and its client ID again in the rare case
+/// the ID is not a field of its line). A stored client is one allocation:
+/// its AT line, which both indexes key by the ID inside it.
 #[derive(Debug, Clone)]
 pub struct Store {
-    by_client: HashMap<Vec<u8>, Entry>,
+    by_client: HashMap<ClientKey, Entry>,
     /// Every client by (the time of its stored location, its sequence
     /// number), oldest first (for eviction when the store is full).
     by_age: BTreeSet<(i128, u64)>,
     /// Every client by sequence number (see the [module docs](self)).
-    by_seq: BTreeMap<u64, Vec<u8>>,
+    by_seq: BTreeMap<u64, ClientKey>,
     /// The sequence number of the next location stored.
     next_seq: u64,
     limit: usize,
@@ -143,9 +228,10 @@ impl Default for Store {
     }
 }
 
-/// What `client`'s entry with `location` counts for in [`Store::bytes`].
-fn entry_cost(client: &[u8], location: &Location) -> usize {
-    2 * client.len() + location.at_line.len() + ENTRY_OVERHEAD
+/// What an entry with `location` and a key holding `key_bytes` of its own
+/// counts for in [`Store::bytes`].
+fn entry_cost(location: &Location, key_bytes: usize) -> usize {
+    location.at_line.len() + key_bytes + ENTRY_OVERHEAD
 }
 
 impl Store {
@@ -214,20 +300,29 @@ impl Store {
     /// stored location gets the sequence number [`next_seq`](Self::next_seq)
     /// had before the call.
     pub fn offer(&mut self, client: &[u8], location: Location) -> bool {
-        let cost = entry_cost(client, &location);
         let seq = self.next_seq;
-        match self.by_client.get_mut(client) {
+        match self.by_client.get(client) {
             Some(old) if location.is_newer_than(&old.location) => {
-                let old_cost = entry_cost(client, &old.location);
-                self.by_age.remove(&(old.location.time_ns, old.seq));
+                let old_cost = entry_cost(&old.location, old.key_bytes);
+                let old_seq = old.seq;
+                let old_time = old.location.time_ns;
+                // The key moves into the new line (the old one is freed).
+                let key = ClientKey::new(client, &location.at_line);
+                let key_bytes = key.own_bytes(&location.at_line);
+                let cost = entry_cost(&location, key_bytes);
+                self.by_age.remove(&(old_time, old_seq));
                 self.by_age.insert((location.time_ns, seq));
-                // Move the client's key to its new number (no allocation).
-                let key = self
-                    .by_seq
-                    .remove(&old.seq)
-                    .unwrap_or_else(|| client.to_vec());
-                self.by_seq.insert(seq, key);
-                *old = Entry { location, seq };
+                self.by_seq.remove(&old_seq);
+                self.by_seq.insert(seq, key.clone());
+                self.by_client.remove(client);
+                self.by_client.insert(
+                    key,
+                    Entry {
+                        location,
+                        seq,
+                        key_bytes,
+                    },
+                );
                 self.next_seq += 1;
                 self.bytes = self.bytes - old_cost + cost;
                 self.evict_until_within(seq);
@@ -235,6 +330,9 @@ impl Store {
             }
             Some(_) => false,
             None => {
+                let key = ClientKey::new(client, &location.at_line);
+                let key_bytes = key.own_bytes(&location.at_line);
+                let cost = entry_cost(&location, key_bytes);
                 let full = self.by_client.len() >= self.limit
                     || self.bytes.saturating_add(cost) > self.max_bytes;
                 if full {
@@ -244,9 +342,15 @@ impl Store {
                     }
                 }
                 self.by_age.insert((location.time_ns, seq));
-                self.by_seq.insert(seq, client.to_vec());
-                self.by_client
-                    .insert(client.to_vec(), Entry { location, seq });
+                self.by_seq.insert(seq, key.clone());
+                self.by_client.insert(
+                    key,
+                    Entry {
+                        location,
+                        seq,
+                        key_bytes,
+                    },
+                );
                 self.next_seq += 1;
                 self.bytes += cost;
                 self.evict_until_within(seq);
@@ -267,8 +371,8 @@ impl Store {
             let Some(client) = self.by_seq.remove(&oldest.1) else {
                 continue;
             };
-            if let Some(entry) = self.by_client.remove(&client) {
-                self.bytes -= entry_cost(&client, &entry.location);
+            if let Some(entry) = self.by_client.remove(client.id()) {
+                self.bytes -= entry_cost(&entry.location, entry.key_bytes);
                 self.evictions += 1;
             }
         }
@@ -280,7 +384,7 @@ impl Store {
     }
 
     /// The store's size as its byte limit counts it: for each client, its
-    /// ID twice, its AT line, and [`ENTRY_OVERHEAD`].
+    /// AT line and [`ENTRY_OVERHEAD`].
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -302,9 +406,7 @@ impl Store {
 
     /// Every stored location, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Location)> {
-        self.by_client
-            .iter()
-            .map(|(k, e)| (k.as_slice(), &e.location))
+        self.by_client.iter().map(|(k, e)| (k.id(), &e.location))
     }
 
     /// The sequence number the next stored location will get: every
@@ -345,8 +447,8 @@ impl Store {
     /// ```
     pub fn since(&self, from: u64) -> impl Iterator<Item = (u64, &[u8], &Location)> {
         self.by_seq.range(from..).filter_map(|(seq, client)| {
-            let entry = self.by_client.get(client)?;
-            Some((*seq, client.as_slice(), &entry.location))
+            let entry = self.by_client.get(client.id())?;
+            Some((*seq, client.id(), &entry.location))
         })
     }
 }
@@ -452,7 +554,8 @@ mod tests {
             let pad = "p".repeat((i % 11) as usize);
             let line = format!("AT A +0.1 {id} +1+2 {i}{pad}");
             s.offer(id.as_bytes(), loc(&line, i));
-            let sum: usize = s.iter().map(|(k, l)| entry_cost(k, l)).sum();
+            // Every ID here is a field of its line: no key bytes of its own.
+            let sum: usize = s.iter().map(|(_, l)| entry_cost(l, 0)).sum();
             assert_eq!(s.bytes(), sum, "after offer {i}");
             assert!(s.bytes() <= max, "after offer {i}: {} > {max}", s.bytes());
         }
@@ -463,7 +566,7 @@ mod tests {
     /// location older than everything kept is refused when full.
     #[test]
     fn byte_bound_evicts_oldest_first() {
-        let cost = |id: &str, line: &str| 2 * id.len() + line.len() + ENTRY_OVERHEAD;
+        let cost = |_id: &str, line: &str| line.len() + ENTRY_OVERHEAD;
         let line = |id: &str, t: i128| format!("AT A +0.1 {id} +1+2 {t}");
         let one = cost("c0", &line("c0", 0));
         let mut s = Store::with_limits(usize::MAX, 3 * one);
@@ -538,6 +641,38 @@ mod tests {
                 String::from_utf8_lossy(client)
             );
         }
+    }
+
+    /// A stored client is one allocation: the key both indexes hold is the
+    /// ID inside the stored line. An ID that is not in its line is copied,
+    /// and counted.
+    #[test]
+    fn a_client_is_one_allocation_shared_by_the_indexes() {
+        let mut s = Store::new();
+        let line = "AT A +0.1 kiwi +1+2 5";
+        assert!(s.offer(b"kiwi", loc(line, 5)));
+        let key = s.by_client.keys().next().unwrap().clone();
+        let stored = s.get(b"kiwi").unwrap().shared_line();
+        assert!(Rc::ptr_eq(&key.bytes, &stored), "the key is in the line");
+        assert_eq!(key.id(), b"kiwi");
+        assert!(Rc::ptr_eq(
+            &s.by_seq.values().next().unwrap().bytes,
+            &stored
+        ));
+        assert_eq!(s.bytes(), line.len() + ENTRY_OVERHEAD);
+        // A replacement moves the key into the new line.
+        assert!(s.offer(b"kiwi", loc("AT B +0.2 kiwi +1+2 6", 6)));
+        let stored = s.get(b"kiwi").unwrap().shared_line();
+        assert!(Rc::ptr_eq(
+            &s.by_client.keys().next().unwrap().bytes,
+            &stored
+        ));
+        assert_eq!(s.len(), 1);
+        // A hand-made location whose line lacks the ID: a copy, counted.
+        let mut t = Store::new();
+        assert!(t.offer(b"other", loc("AT A +0.1 kiwi +1+2 5", 5)));
+        assert_eq!(t.bytes(), line.len() + 5 + ENTRY_OVERHEAD);
+        assert!(t.get(b"other").is_some());
     }
 
     #[test]

@@ -462,6 +462,7 @@ impl LimitOptions {
             max_connections: self
                 .local_places_max_connections
                 .unwrap_or(base.max_connections),
+            ..base
         }
     }
 }

@@ -167,7 +167,7 @@ impl Server {
             received_ns - iamat.time_ns,
             &mut at_line,
         );
-        let location = Location::new(at_line.clone(), iamat.time_ns, iamat.coordinates);
+        let location = Location::new(&at_line[..], iamat.time_ns, iamat.coordinates);
         self.offer(iamat.client, location, None);
         at_line.push(b'\n');
         conn.push_ready(at_line);
@@ -290,7 +290,8 @@ impl Server {
     /// Stores `location` if it is newer, and floods it to every neighbour
     /// but `from`.
     pub(super) fn offer(&self, client: &[u8], location: Location, from: Option<&str>) {
-        let line = location.at_line().to_vec();
+        // The line the store keeps, shared with the flood (not copied).
+        let line = location.shared_line();
         let client_time_ns = location.time_ns();
         let (stored, seq, evictions, len, bytes) = {
             let mut store = self.store.borrow_mut();

@@ -23,6 +23,7 @@ use crate::config::HerdConfig;
 use crate::limits::{ConnectionLimits, RateLimiter, REFUSAL_NO_DESCRIPTORS};
 use crate::links::Links;
 use crate::log::ServerLog;
+use crate::metrics::Metrics;
 use crate::pki::{PeerCredentials, PkiError};
 use crate::store::{Location, Store};
 
