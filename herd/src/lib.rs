@@ -52,6 +52,7 @@ pub mod pki;
 pub mod places;
 pub mod program;
 pub mod server;
+pub mod status;
 pub mod store;
 
 pub use config::{ConfigError, HerdConfig, ServerSpec};
