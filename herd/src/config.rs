@@ -182,7 +182,8 @@ impl HerdConfig {
             .servers
             .iter()
             .map(|s| {
-                let mut v = serde_json::json!({"name": s.name, "host": s.host.to_string(), "port": s.port});
+                let mut v =
+                    serde_json::json!({"name": s.name, "host": s.host.to_string(), "port": s.port});
                 if let Some(status) = s.status {
                     v["status"] = Value::String(status.to_string());
                 }
@@ -363,11 +364,15 @@ fn server_from_json(i: usize, v: &Value) -> Result<ServerSpec, ConfigError> {
         })?;
     let status = match obj.get("status") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_str().and_then(|s| s.parse::<SocketAddr>().ok()).ok_or_else(|| {
-            ConfigError::new(format!(
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| s.parse::<SocketAddr>().ok())
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
                 "{what} ({name}): \"status\" must be an address such as \"127.0.0.1:13000\""
             ))
-        })?),
+                })?,
+        ),
     };
     Ok(ServerSpec {
         name: name.to_string(),

@@ -471,7 +471,11 @@ impl Links {
         table
             .iter()
             .map(|(name, n)| {
-                let conn = n.dialled.as_ref().map(|c| (c, true)).or_else(|| n.accepted.as_ref().map(|c| (c, false)));
+                let conn = n
+                    .dialled
+                    .as_ref()
+                    .map(|c| (c, true))
+                    .or_else(|| n.accepted.as_ref().map(|c| (c, false)));
                 let state = match (&conn, &n.connector) {
                     (Some(_), _) => LinkState::Up,
                     (None, Some(c)) if c.state() == ConnectorState::Connecting => {

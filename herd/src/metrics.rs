@@ -37,7 +37,9 @@ pub const MAX_PLACES_STATUSES: usize = 16;
 
 /// The upper bounds, in seconds, of the Places latency histogram's
 /// buckets (a last `+Inf` bucket holds the rest).
-pub const LATENCY_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// What a server counts. Each counter belongs to a metric family and has
 /// its labels there ([`Counter::family`], [`Counter::labels`]).
@@ -130,8 +132,13 @@ impl Counter {
                 "link_lines_received_total"
             }
             AtSentFlood | AtSentCatchUp => "at_lines_sent_total",
-            LimitClientIdLength | LimitTimeAhead | LimitIamatRate | LimitNewClientRate
-            | LimitConnections | LimitConnectionsPerAddress | LimitLineLength
+            LimitClientIdLength
+            | LimitTimeAhead
+            | LimitIamatRate
+            | LimitNewClientRate
+            | LimitConnections
+            | LimitConnectionsPerAddress
+            | LimitLineLength
             | LimitClientIdle => "limit_hits_total",
             ConnectionsAccepted => "connections_accepted_total",
             LinkUp | LinkDown => "link_changes_total",

@@ -487,9 +487,13 @@ pub fn start(
         let mut status_options = StatusOptions::new(addr, config.clone());
         status_options.allow_remote = options.status_allow_remote;
         status_options.show_clients = options.status_show_clients;
-        let status =
-            StatusServer::start(reactor, servers.clone(), Some(places.clone()), status_options)
-                .map_err(|e| format!("--status {addr}: {e}"))?;
+        let status = StatusServer::start(
+            reactor,
+            servers.clone(),
+            Some(places.clone()),
+            status_options,
+        )
+        .map_err(|e| format!("--status {addr}: {e}"))?;
         // Dropping the handle leaves it serving until the reactor stops.
         let line = format!("herd: status at http://{}/", status.local_addr());
         reactor.call_when_running(move |_| println!("{line}"));

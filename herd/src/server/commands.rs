@@ -240,9 +240,7 @@ impl Server {
         drop(answer.add_both(move |outcome| {
             let answer = outcome.unwrap_or_else(|failure| failed_answer(&failure.to_string()));
             if let Some(server) = server.upgrade() {
-                server
-                    .metrics
-                    .places_answer(&answer.status, answer.elapsed);
+                server.metrics.places_answer(&answer.status, answer.elapsed);
                 server.log.entry(format_args!(
                     "Places answer for {client}: {} in {:.3} s: {}",
                     answer.status,

@@ -104,5 +104,5 @@ pub use options::{
 };
 pub(crate) use peering::{HerdProtocol, PeerLinks};
 pub use reload::PeerReload;
-pub use status::MAX_CLIENTS_SHOWN;
 pub(crate) use state::Server;
+pub use status::MAX_CLIENTS_SHOWN;

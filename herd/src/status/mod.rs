@@ -254,7 +254,11 @@ fn answer(state: &State, request: &ServerRequest) -> Response {
             .with_header("Content-Type", prometheus::CONTENT_TYPE)
             .with_body(prometheus::render(&document(state))),
         "/healthz" => {
-            if state.servers.iter().all(|s| !s.is_draining() && !s.is_stopped()) {
+            if state
+                .servers
+                .iter()
+                .all(|s| !s.is_draining() && !s.is_stopped())
+            {
                 Response::new(200).with_body("serving\n")
             } else {
                 Response::new(503).with_body("draining\n")
@@ -270,5 +274,76 @@ fn answer(state: &State, request: &ServerRequest) -> Response {
             .with_header("Access-Control-Allow-Origin", origin)
             .with_header("Vary", "Origin"),
         _ => response.with_header("Vary", "Origin"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, path: &str) -> ServerRequest {
+        ServerRequest {
+            method: "GET".into(),
+            target: path.into(),
+            version: 1,
+            headers: vec![],
+            body: vec![],
+            trailers: vec![],
+            peer: peer.parse().unwrap(),
+        }
+    }
+
+    fn state(allow_remote: bool) -> State {
+        State {
+            servers: Vec::new(),
+            places: None,
+            show_clients: false,
+            allow_remote,
+            herd: HerdConfig::default(),
+            origins: Vec::new(),
+            refused_logged: Cell::new(false),
+        }
+    }
+
+    #[test]
+    fn non_loopback_peers_are_refused_by_default() {
+        let refused = answer(&state(false), &request("192.0.2.7:5000", "/status.json"));
+        assert_eq!(refused.status, 403);
+        let mapped = answer(
+            &state(false),
+            &request("[::ffff:192.0.2.7]:5000", "/metrics"),
+        );
+        assert_eq!(mapped.status, 403);
+        assert_eq!(
+            answer(&state(false), &request("127.0.0.1:5000", "/healthz")).status,
+            200
+        );
+        assert_eq!(
+            answer(&state(false), &request("[::1]:5000", "/healthz")).status,
+            200
+        );
+        assert_eq!(
+            answer(&state(true), &request("192.0.2.7:5000", "/healthz")).status,
+            200
+        );
+    }
+
+    #[test]
+    fn origins_are_the_herds_status_addresses() {
+        let herd = HerdConfig::from_json(
+            r#"{"servers": [{"name": "A", "port": 1, "status": "127.0.0.1:13000"},
+                            {"name": "B", "port": 2}]}"#,
+        )
+        .unwrap();
+        let origins = allowed_origins(&herd, "127.0.0.1:14000".parse().unwrap());
+        assert_eq!(
+            origins,
+            [
+                "http://127.0.0.1:13000",
+                "http://localhost:13000",
+                "http://127.0.0.1:14000",
+                "http://localhost:14000"
+            ]
+        );
     }
 }

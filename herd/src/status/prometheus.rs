@@ -143,7 +143,11 @@ pub fn render(status: &Value) -> String {
             "1 while the server serves, 0 while it drains or after it stopped.",
             "",
             &sl,
-            if server["state"] == "serving" { 1.0 } else { 0.0 },
+            if server["state"] == "serving" {
+                1.0
+            } else {
+                0.0
+            },
         );
         if let Some(t) = num(&server["started_at_unix"]) {
             e.sample(
@@ -174,7 +178,14 @@ pub fn render(status: &Value) -> String {
                 }
             }
             let help = counter_help(&family);
-            e.sample(&family, "counter", help, "", &labels, num(&c["value"]).unwrap_or(0.0));
+            e.sample(
+                &family,
+                "counter",
+                help,
+                "",
+                &labels,
+                num(&c["value"]).unwrap_or(0.0),
+            );
         }
         for link in server["links"].as_array().unwrap_or(&empty) {
             let neighbour = link["neighbour"].as_str().unwrap_or("");
@@ -191,7 +202,11 @@ pub fn render(status: &Value) -> String {
                 ("received", "lines_received", "bytes_received"),
                 ("sent", "lines_sent", "bytes_sent"),
             ] {
-                let l = [("server", name), ("neighbour", neighbour), ("direction", dir)];
+                let l = [
+                    ("server", name),
+                    ("neighbour", neighbour),
+                    ("direction", dir),
+                ];
                 e.sample(
                     "herd_link_connection_lines_total",
                     "counter",
@@ -289,7 +304,14 @@ pub fn render(status: &Value) -> String {
                 num(&b[1]).unwrap_or(0.0),
             );
         }
-        e.sample(family, "histogram", help, "_sum", &sl, num(&latency["sum"]).unwrap_or(0.0));
+        e.sample(
+            family,
+            "histogram",
+            help,
+            "_sum",
+            &sl,
+            num(&latency["sum"]).unwrap_or(0.0),
+        );
         e.sample(
             family,
             "histogram",
@@ -302,12 +324,35 @@ pub fn render(status: &Value) -> String {
     let places = &status["places_client"];
     if places.is_object() {
         for (key, metric, help) in [
-            ("requests", "herd_places_client_requests_total", "HTTP requests sent to the Places back-end."),
-            ("cache_hits", "herd_places_client_cache_hits_total", "Places lookups answered from the cache."),
-            ("shared", "herd_places_client_shared_total", "Places lookups that joined a request in flight."),
-            ("refused", "herd_places_client_refused_total", "Places lookups refused because the queue was full."),
+            (
+                "requests",
+                "herd_places_client_requests_total",
+                "HTTP requests sent to the Places back-end.",
+            ),
+            (
+                "cache_hits",
+                "herd_places_client_cache_hits_total",
+                "Places lookups answered from the cache.",
+            ),
+            (
+                "shared",
+                "herd_places_client_shared_total",
+                "Places lookups that joined a request in flight.",
+            ),
+            (
+                "refused",
+                "herd_places_client_refused_total",
+                "Places lookups refused because the queue was full.",
+            ),
         ] {
-            e.sample(metric, "counter", help, "", &[], num(&places[key]).unwrap_or(0.0));
+            e.sample(
+                metric,
+                "counter",
+                help,
+                "",
+                &[],
+                num(&places[key]).unwrap_or(0.0),
+            );
         }
         e.sample(
             "herd_places_client_in_flight",
