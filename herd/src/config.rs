@@ -12,6 +12,9 @@
 //! }
 //! ```
 //!
+//! A server may also name its status address, `"status": "127.0.0.1:13000"`
+//! (optional): the status page polls it (see the `status` module).
+//!
 //! A configuration is validated when it is made: server names are 1 to
 //! [`MAX_NAME_LEN`] printable ASCII bytes without spaces (they go on the
 //! wire as a field) and unique; hosts are IP addresses (or `localhost`);
@@ -51,6 +54,11 @@ pub struct ServerSpec {
     pub host: IpAddr,
     /// Its port (0: any free port, for tests).
     pub port: u16,
+    /// Where its status page listens (`"status": "127.0.0.1:13000"`,
+    /// optional): what the status page of any server polls to show this
+    /// one, and an origin the status listeners allow (CORS). Informational:
+    /// the `--status ADDR` option is what makes a server listen.
+    pub status: Option<SocketAddr>,
 }
 
 impl ServerSpec {
@@ -102,6 +110,7 @@ impl Default for HerdConfig {
             name: name.to_string(),
             host: localhost,
             port,
+            status: None,
         })
         .to_vec();
         let links = [
@@ -172,9 +181,14 @@ impl HerdConfig {
         let servers: Vec<Value> = self
             .servers
             .iter()
-            .map(
-                |s| serde_json::json!({"name": s.name, "host": s.host.to_string(), "port": s.port}),
-            )
+            .map(|s| {
+                let mut v =
+                    serde_json::json!({"name": s.name, "host": s.host.to_string(), "port": s.port});
+                if let Some(status) = s.status {
+                    v["status"] = Value::String(status.to_string());
+                }
+                v
+            })
             .collect();
         let links: Vec<Value> = self
             .links
@@ -321,7 +335,7 @@ fn server_from_json(i: usize, v: &Value) -> Result<ServerSpec, ConfigError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ConfigError::new(format!("{what}: must be an object")))?;
-    check_keys(obj, &["name", "host", "port"], &what)?;
+    check_keys(obj, &["name", "host", "port", "status"], &what)?;
     let name = obj
         .get("name")
         .and_then(Value::as_str)
@@ -348,10 +362,23 @@ fn server_from_json(i: usize, v: &Value) -> Result<ServerSpec, ConfigError> {
                 "{what} ({name}): \"port\" must be an integer from 0 to 65535"
             ))
         })?;
+    let status = match obj.get("status") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| s.parse::<SocketAddr>().ok())
+                .ok_or_else(|| {
+                    ConfigError::new(format!(
+                "{what} ({name}): \"status\" must be an address such as \"127.0.0.1:13000\""
+            ))
+                })?,
+        ),
+    };
     Ok(ServerSpec {
         name: name.to_string(),
         host,
         port,
+        status,
     })
 }
 

@@ -47,10 +47,12 @@ pub mod config;
 pub mod limits;
 mod links;
 pub mod log;
+pub mod metrics;
 pub mod pki;
 pub mod places;
 pub mod program;
 pub mod server;
+pub mod status;
 pub mod store;
 
 pub use config::{ConfigError, HerdConfig, ServerSpec};

@@ -76,11 +76,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
+use std::time::Instant;
+
 use gyre_reactor::clock::DelayedCall;
 use gyre_reactor::defer::BackoffState;
 use gyre_reactor::{ClientFactory, ConnectionLost, Connector, ConnectorState, Factory};
 
 use crate::config::HerdConfig;
+use crate::metrics::Counter;
 use crate::server::{Conn, HerdProtocol, LinkCounts, PeerLinks, Role, Server};
 
 /// Every neighbour's link state (one per server).
@@ -101,6 +104,40 @@ struct Neighbour {
     backoff: Option<BackoffState>,
     /// The pending retry.
     retry: Option<DelayedCall>,
+    /// When the link last came up or went down (`None`: never up).
+    since: Option<Instant>,
+}
+
+/// The state of a link, as the status listener shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    /// A verified connection carries it.
+    Up,
+    /// Down, with a dial in flight.
+    Connecting,
+    /// Down, waiting for the back-off (or not dialled yet).
+    Down,
+}
+
+impl LinkState {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Connecting => "connecting",
+            LinkState::Down => "down",
+        }
+    }
+}
+
+/// One link as the status listener shows it.
+pub(crate) struct LinkView {
+    pub(crate) neighbour: String,
+    pub(crate) state: LinkState,
+    pub(crate) since: Option<Instant>,
+    /// The connection carrying it: its peer address, and who dialled it.
+    pub(crate) conn: Option<(SocketAddr, bool)>,
+    pub(crate) counts: Option<LinkCounts>,
+    pub(crate) buffered: Option<usize>,
 }
 
 impl Neighbour {
@@ -134,6 +171,7 @@ impl Links {
                                 connector: None,
                                 backoff: None,
                                 retry: None,
+                                since: None,
                             },
                         )
                     })
@@ -326,6 +364,8 @@ impl Links {
                 .flatten()
                 .any(|c| Rc::ptr_eq(c, conn));
             if !was_up {
+                n.since = Some(server.reactor.clock().now());
+                server.metrics.count(Counter::LinkUp);
                 if let Some(retry) = n.retry.take() {
                     let _ = retry.cancel();
                 }
@@ -365,7 +405,12 @@ impl Links {
                     *slot = None;
                 }
             }
-            was_up && !n.is_up()
+            let went_down = was_up && !n.is_up();
+            if went_down {
+                n.since = Some(server.reactor.clock().now());
+                server.metrics.count(Counter::LinkDown);
+            }
+            went_down
         };
         if went_down {
             server.log.entry(format_args!("link to {name} down"));
@@ -418,6 +463,36 @@ impl Links {
             n.dialled.clone().or_else(|| n.accepted.clone())?
         };
         conn.link_counts()
+    }
+
+    /// Every link's state, by neighbour name.
+    pub(crate) fn views(&self) -> Vec<LinkView> {
+        let table = self.neighbours.borrow();
+        table
+            .iter()
+            .map(|(name, n)| {
+                let conn = n
+                    .dialled
+                    .as_ref()
+                    .map(|c| (c, true))
+                    .or_else(|| n.accepted.as_ref().map(|c| (c, false)));
+                let state = match (&conn, &n.connector) {
+                    (Some(_), _) => LinkState::Up,
+                    (None, Some(c)) if c.state() == ConnectorState::Connecting => {
+                        LinkState::Connecting
+                    }
+                    _ => LinkState::Down,
+                };
+                LinkView {
+                    neighbour: name.clone(),
+                    state,
+                    since: n.since,
+                    conn: conn.map(|(c, dialled)| (c.peer(), dialled)),
+                    counts: conn.and_then(|(c, _)| c.link_counts()),
+                    buffered: conn.map(|(c, _)| c.buffered_len()),
+                }
+            })
+            .collect()
     }
 
     /// Stops dialling and forgets every link (the server closes the

@@ -15,6 +15,7 @@ use crate::log::{LogLimits, ServerLog};
 use crate::pki::{self, HerdCa, PeerCredentials, PeerTls};
 use crate::places::{LocalPlacesService, PlacesApi, PlacesClient, PlacesConfig};
 use crate::server::{HerdServer, ServerOptions};
+use crate::status::{StatusOptions, StatusServer};
 
 mod limit_flags;
 mod values;
@@ -54,10 +55,32 @@ pub struct Options {
     /// `--insecure-peer-links`: accept unauthenticated peer links (warned
     /// about in the log).
     pub insecure_peer_links: bool,
+    /// `--status ADDR|off`: where the status listener serves (see
+    /// [`StatusChoice`]).
+    pub status: StatusChoice,
+    /// `--status-allow-remote`: a non-loopback status address, and
+    /// requests from non-loopback peers, are allowed.
+    pub status_allow_remote: bool,
+    /// `--status-show-clients`: the status shows client IDs and locations.
+    pub status_show_clients: bool,
     /// The limit options (`--max-store-bytes SIZE`, `--iamat-rate RATE`,
     /// ...): one per limit of the herd README's Limits table, listed with
     /// their defaults by [`usage`].
     pub limits: LimitOptions,
+}
+
+/// Whether and where the status listener (`/status.json`, `/metrics`,
+/// `/healthz`, the status page) serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusChoice {
+    /// No `--status`: on, on 127.0.0.1 port 0, for the one-process herd;
+    /// off for `--server NAME`.
+    #[default]
+    Default,
+    /// `--status off`: no status listener (the counters are still kept).
+    Off,
+    /// `--status ADDR`: on, at this address.
+    At(std::net::SocketAddr),
 }
 
 /// How much longer than the drain time-out the reactor's whole shutdown may
@@ -69,6 +92,7 @@ pub const USAGE: &str = "\
 usage: herd [--config FILE] [--server NAME] [--places-api local|google|google-legacy]
             [--places-url URL] [--places-ca FILE] [--places-key-file FILE] [--log-dir DIR]
             [--log-max-bytes SIZE] [--log-keep N] [--peer-tls DIR] [--insecure-peer-links]
+            [--status ADDR|off] [--status-allow-remote] [--status-show-clients]
             [LIMIT OPTIONS, below]
        herd pki init DIR [--config FILE]
        herd pki add NAME --dir DIR
@@ -93,7 +117,15 @@ and reading, close their links, answer every command already received
 and the program exits 0; a second SIGINT exits at once. SIGHUP re-reads
 --peer-tls DIR: new handshakes use the new credentials, links whose
 neighbour's certificate no longer verifies are closed, and a reload that
-fails keeps the old credentials (all logged).";
+fails keeps the old credentials (all logged).
+
+--status ADDR serves the operator view over HTTP: /status.json, /metrics
+(Prometheus), /healthz (503 while draining) and a live page at /. It is on
+by default for the one-process herd (127.0.0.1, a free port, its URL
+printed), off by default with --server; --status off turns it off. It
+listens on loopback only and answers only loopback peers unless
+--status-allow-remote; it shows no client ID or location unless
+--status-show-clients, and never the API key.";
 
 /// The whole usage text: [`USAGE`], then each limit option with its
 /// default.
@@ -150,6 +182,30 @@ impl Options {
             };
             if name == "--help" || name == "-h" {
                 return Err(UsageError(HELP_REQUESTED.into()));
+            }
+            if name == "--status-allow-remote" || name == "--status-show-clients" {
+                if inline.is_some() {
+                    return Err(UsageError(format!("{name} takes no value")));
+                }
+                if name == "--status-allow-remote" {
+                    options.status_allow_remote = true;
+                } else {
+                    options.status_show_clients = true;
+                }
+                continue;
+            }
+            if name == "--status" {
+                let value = value_of(&name, inline, &mut args)?;
+                options.status = if value == "off" {
+                    StatusChoice::Off
+                } else {
+                    StatusChoice::At(value.parse().map_err(|_| {
+                        UsageError(format!(
+                            "--status must be an address such as 127.0.0.1:13000, or off, not {value:?}"
+                        ))
+                    })?)
+                };
+                continue;
             }
             if name == "--insecure-peer-links" {
                 if inline.is_some() {
@@ -419,6 +475,28 @@ pub fn start(
         let line = format!("herd: {name} listening on {}", server.local_addr());
         reactor.call_when_running(move |_| println!("{line}"));
         servers.push(server);
+    }
+    let status_addr = match options.status {
+        StatusChoice::Default if options.server.is_none() => {
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        }
+        StatusChoice::Default | StatusChoice::Off => None,
+        StatusChoice::At(addr) => Some(addr),
+    };
+    if let Some(addr) = status_addr {
+        let mut status_options = StatusOptions::new(addr, config.clone());
+        status_options.allow_remote = options.status_allow_remote;
+        status_options.show_clients = options.status_show_clients;
+        let status = StatusServer::start(
+            reactor,
+            servers.clone(),
+            Some(places.clone()),
+            status_options,
+        )
+        .map_err(|e| format!("--status {addr}: {e}"))?;
+        // Dropping the handle leaves it serving until the reactor stops.
+        let line = format!("herd: status at http://{}/", status.local_addr());
+        reactor.call_when_running(move |_| println!("{line}"));
     }
     Ok((servers, local_service))
 }

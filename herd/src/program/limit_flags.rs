@@ -475,6 +475,7 @@ impl LimitOptions {
             max_connections: self
                 .local_places_max_connections
                 .unwrap_or(base.max_connections),
+            ..base
         }
     }
 }

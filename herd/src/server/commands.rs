@@ -14,6 +14,7 @@ use super::state::Server;
 use crate::command::{self, Command, IAmAt, WhatsAt};
 use crate::limits::RateVerdict;
 use crate::log::escape;
+use crate::metrics::{Counter, StoredMark};
 use crate::store::Location;
 
 impl Server {
@@ -93,11 +94,23 @@ impl Server {
                     }
                     self.links.register(self, conn, &neighbour, false);
                 }
-                None => self.invalid(conn, line, "PEER names no neighbour"),
+                None => {
+                    self.metrics.count(Counter::InvalidCommand);
+                    self.invalid(conn, line, "PEER names no neighbour")
+                }
             },
-            Ok(Command::Peer(_)) => self.invalid(conn, line, "PEER after the first line"),
-            Ok(Command::At(_)) => self.invalid(conn, line, "AT from a client"),
-            Err(e) => self.invalid(conn, line, &e.to_string()),
+            Ok(Command::Peer(_)) => {
+                self.metrics.count(Counter::InvalidCommand);
+                self.invalid(conn, line, "PEER after the first line")
+            }
+            Ok(Command::At(_)) => {
+                self.metrics.count(Counter::InvalidCommand);
+                self.invalid(conn, line, "AT from a client")
+            }
+            Err(e) => {
+                self.metrics.count(Counter::InvalidCommand);
+                self.invalid(conn, line, &e.to_string())
+            }
         }
     }
 
@@ -119,6 +132,7 @@ impl Server {
         now_ns: i128,
     ) -> Option<String> {
         if client.len() > self.options.max_client_id_length {
+            self.metrics.count(Counter::LimitClientIdLength);
             return Some(format!(
                 "client ID of {} bytes, over the limit of {}",
                 client.len(),
@@ -128,6 +142,7 @@ impl Server {
         let ahead = self.options.max_time_ahead;
         let ahead_ns = i128::try_from(ahead.as_nanos()).unwrap_or(i128::MAX);
         if time_ns > now_ns.saturating_add(ahead_ns) {
+            self.metrics.count(Counter::LimitTimeAhead);
             return Some(format!(
                 "time more than {}s ahead of this server's clock",
                 ahead.as_secs()
@@ -139,6 +154,7 @@ impl Server {
     pub(super) fn iamat(&self, conn: &Rc<Conn>, line: &[u8], iamat: &IAmAt<'_>) {
         let received_ns = command::unix_nanos((self.options.wall_clock)());
         if let Some(why) = self.refuse_location(iamat.client, iamat.time_ns, received_ns) {
+            self.metrics.count(Counter::IamatRefused);
             self.invalid(conn, line, &why);
             return;
         }
@@ -174,6 +190,12 @@ impl Server {
                 true
             }
             RateVerdict::Refused { first, which } => {
+                self.metrics.count(Counter::IamatRefused);
+                self.metrics.count(if which == "IAMAT" {
+                    Counter::LimitIamatRate
+                } else {
+                    Counter::LimitNewClientRate
+                });
                 if first {
                     let rate = if which == "IAMAT" {
                         self.options.iamat_rate
@@ -197,9 +219,11 @@ impl Server {
     pub(super) fn whatsat(&self, conn: &Rc<Conn>, line: &[u8], whatsat: &WhatsAt<'_>) {
         let stored = self.store.borrow().get(whatsat.client).cloned();
         let Some(location) = stored else {
+            self.metrics.count(Counter::WhatsatUnknownClient);
             self.invalid(conn, line, "WHATSAT for an unknown client");
             return;
         };
+        self.metrics.count(Counter::WhatsatAsked);
         let id = conn.push_pending();
         let c = location.coordinates();
         let radius_m = whatsat.radius_km * 1000.0;
@@ -216,6 +240,7 @@ impl Server {
         drop(answer.add_both(move |outcome| {
             let answer = outcome.unwrap_or_else(|failure| failed_answer(&failure.to_string()));
             if let Some(server) = server.upgrade() {
+                server.metrics.places_answer(&answer.status, answer.elapsed);
                 server.log.entry(format_args!(
                     "Places answer for {client}: {} in {:.3} s: {}",
                     answer.status,
@@ -234,20 +259,29 @@ impl Server {
                 let now_ns = command::unix_nanos((self.options.wall_clock)());
                 match self.refuse_location(at.client, at.time_ns, now_ns) {
                     None => self.offer(at.client, Location::from_at(&at), Some(neighbour)),
-                    Some(why) => self.log.entry(format_args!(
-                        "ignored an AT from neighbour {neighbour} ({}): {why}",
-                        conn.peer
-                    )),
+                    Some(why) => {
+                        self.metrics.count(Counter::AtReceivedRefused);
+                        self.log.entry(format_args!(
+                            "ignored an AT from neighbour {neighbour} ({}): {why}",
+                            conn.peer
+                        ))
+                    }
                 }
             }
-            Ok(_) => self.log.entry(format_args!(
-                "ignored a line from neighbour {neighbour} ({}): not an AT line",
-                conn.peer
-            )),
-            Err(e) => self.log.entry(format_args!(
-                "ignored a line from neighbour {neighbour} ({}): {e}",
-                conn.peer
-            )),
+            Ok(_) => {
+                self.metrics.count(Counter::LinkLineIgnored);
+                self.log.entry(format_args!(
+                    "ignored a line from neighbour {neighbour} ({}): not an AT line",
+                    conn.peer
+                ))
+            }
+            Err(e) => {
+                self.metrics.count(Counter::LinkLineIgnored);
+                self.log.entry(format_args!(
+                    "ignored a line from neighbour {neighbour} ({}): {e}",
+                    conn.peer
+                ))
+            }
         }
     }
 
@@ -256,6 +290,7 @@ impl Server {
     pub(super) fn offer(&self, client: &[u8], location: Location, from: Option<&str>) {
         // The line the store keeps, shared with the flood (not copied).
         let line = location.shared_line();
+        let client_time_ns = location.time_ns();
         let (stored, seq, evictions, len, bytes) = {
             let mut store = self.store.borrow_mut();
             let seq = store.next_seq();
@@ -274,7 +309,19 @@ impl Server {
                 self.options.max_clients, self.options.max_store_bytes
             ));
         }
+        let counter = match (stored, from) {
+            (true, None) => Counter::IamatStored,
+            (false, None) => Counter::IamatNotNewer,
+            (true, Some(_)) => Counter::AtReceivedStored,
+            (false, Some(_)) => Counter::AtReceivedDuplicate,
+        };
+        self.metrics.count(counter);
         if stored {
+            self.metrics.stored(StoredMark {
+                client_time_ns,
+                stored_at_ns: command::unix_nanos((self.options.wall_clock)()),
+                from_client: from.is_none(),
+            });
             self.log.entry(format_args!(
                 "new location for {}: {}",
                 escape(client),

@@ -23,6 +23,7 @@ use crate::config::HerdConfig;
 use crate::limits::{ConnectionLimits, RateLimiter, REFUSAL_NO_DESCRIPTORS};
 use crate::links::Links;
 use crate::log::ServerLog;
+use crate::metrics::Metrics;
 use crate::pki::{PeerCredentials, PkiError};
 use crate::store::{Location, Store};
 
@@ -32,7 +33,7 @@ use crate::store::{Location, Store};
 /// down); dropping the handle does not stop it.
 #[derive(Clone)]
 pub struct HerdServer {
-    inner: Rc<Server>,
+    pub(super) inner: Rc<Server>,
 }
 
 impl fmt::Debug for HerdServer {
@@ -148,6 +149,8 @@ impl HerdServer {
             life: RefCell::new(Life::Running),
             limits: RefCell::new(limits),
             rates: RefCell::new(rates),
+            metrics: Metrics::new(),
+            started: reactor.clock().now(),
             me: me.clone(),
         });
         // The listening port's factory keeps the server alive (as a

@@ -8,6 +8,7 @@ use gyre_reactor::ConnectionLost;
 
 use super::conn::{Conn, WriteFlow};
 use super::state::Server;
+use crate::metrics::Counter;
 
 /// The line handler of every connection of a server.
 pub(crate) struct ConnHandler {
@@ -55,6 +56,7 @@ impl LineHandler for ConnHandler {
 
     fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
         if let Some(server) = self.server() {
+            server.metrics.count(Counter::LimitLineLength);
             server.log.entry(format_args!(
                 "line from {} longer than {} bytes ({} bytes buffered): closing after the earlier answers",
                 self.conn.describe_peer(),

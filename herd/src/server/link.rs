@@ -64,6 +64,7 @@ use super::conn::Conn;
 use super::options::ServerOptions;
 use super::state::Server;
 use crate::command;
+use crate::metrics::Counter;
 
 /// The keep-alive line (without its `\n`). Older servers log and drop it,
 /// as any line on a link that is not `AT`.
@@ -88,6 +89,10 @@ pub struct LinkCounts {
     /// Lines written to it (keep-alives, floods and the catch-up's lines),
     /// whether the kernel took them yet or not.
     pub lines_sent: u64,
+    /// Bytes of those lines received (line ends included).
+    pub bytes_received: u64,
+    /// Bytes of those lines written (line ends included).
+    pub bytes_sent: u64,
 }
 
 /// What a link sends and why.
@@ -181,6 +186,9 @@ pub(crate) struct LinkSession {
     /// Lines received and sent on the link, ever.
     lines_in: Cell<u64>,
     lines_out: Cell<u64>,
+    /// Bytes of those lines, line ends included.
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
 }
 
 impl LinkSession {
@@ -204,6 +212,8 @@ impl LinkSession {
             }),
             lines_in: Cell::new(0),
             lines_out: Cell::new(0),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
         });
         if let Some(t) = conn.transport() {
             let high = server.options.link_high_water.max(1);
@@ -242,6 +252,8 @@ impl LinkSession {
         LinkCounts {
             lines_received: self.lines_in.get(),
             lines_sent: self.lines_out.get(),
+            bytes_received: self.bytes_in.get(),
+            bytes_sent: self.bytes_out.get(),
         }
     }
 
@@ -367,6 +379,9 @@ impl LinkSession {
                 transport.write(&chunk);
                 wrote = true;
                 self.lines_out.set(self.lines_out.get() + lines);
+                self.bytes_out
+                    .set(self.bytes_out.get() + chunk.len() as u64);
+                server.metrics.add(Counter::AtSentCatchUp, lines);
             }
             if let Sync::Streaming(stream) = &mut *self.sync.borrow_mut() {
                 stream.cursor = next;
@@ -435,6 +450,9 @@ impl LinkSession {
         if room {
             conn.write_logged(line);
             self.lines_out.set(self.lines_out.get() + 1);
+            self.bytes_out
+                .set(self.bytes_out.get() + line.len() as u64 + 1);
+            server.metrics.count(Counter::AtSentFlood);
             return;
         }
         if live {
@@ -457,6 +475,8 @@ impl LinkSession {
     /// (then there is nothing more to do with it).
     pub(crate) fn heard(&self, line: &[u8]) -> bool {
         self.lines_in.set(self.lines_in.get() + 1);
+        self.bytes_in
+            .set(self.bytes_in.get() + line.len() as u64 + 1);
         let mut fields = command::fields(line);
         let is_heartbeat = fields.next() == Some(HEARTBEAT_LINE) && fields.next().is_none();
         if is_heartbeat {
@@ -482,6 +502,8 @@ impl LinkSession {
     fn send_heartbeat(&self, conn: &Conn) {
         conn.write_line(HEARTBEAT_LINE);
         self.lines_out.set(self.lines_out.get() + 1);
+        self.bytes_out
+            .set(self.bytes_out.get() + HEARTBEAT_LINE.len() as u64 + 1);
     }
 
     fn schedule_check(&self, server: &Server) {

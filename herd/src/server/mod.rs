@@ -89,6 +89,7 @@ mod options;
 mod peering;
 mod reload;
 mod state;
+mod status;
 
 pub use answer::whatsat_answer;
 pub(crate) use conn::{Conn, Role};
@@ -104,3 +105,4 @@ pub use options::{
 pub(crate) use peering::{HerdProtocol, PeerLinks};
 pub use reload::PeerReload;
 pub(crate) use state::Server;
+pub use status::MAX_CLIENTS_SHOWN;

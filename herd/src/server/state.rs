@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gyre_protocols::tls::{start_tls_client, StartTls};
 use gyre_protocols::LineReceiver;
@@ -22,6 +22,7 @@ use super::peering::{HerdProtocol, PeerLinks};
 use crate::limits::{Admission, ConnectionLimits, RateLimiter, REFUSAL_PER_ADDRESS};
 use crate::links::Links;
 use crate::log::ServerLog;
+use crate::metrics::{Counter, Metrics};
 use crate::store::Store;
 
 /// The accept factory's strong reference to its server (emptied by `stop`,
@@ -52,6 +53,10 @@ pub(crate) struct Server {
     pub(super) limits: RefCell<ConnectionLimits>,
     /// The per-address IAMAT rate limits.
     pub(super) rates: RefCell<RateLimiter>,
+    /// What it did so far (for the status listener).
+    pub(crate) metrics: Metrics,
+    /// When it started (its reactor's clock).
+    pub(crate) started: Instant,
     pub(super) me: Weak<Server>,
 }
 
@@ -120,9 +125,11 @@ impl Server {
         let protocol = self.new_protocol(peer, Role::Client);
         let id = self.next_conn.get() - 1;
         let admission = self.limits.borrow_mut().admit(id, peer);
+        self.metrics.count(Counter::ConnectionsAccepted);
         match admission {
             Admission::Accept { pause: false } => {}
             Admission::Accept { pause: true } => {
+                self.metrics.count(Counter::LimitConnections);
                 if let Some(port) = self.port.borrow().as_ref() {
                     port.pause_accepting();
                 }
@@ -132,6 +139,7 @@ impl Server {
                 ));
             }
             Admission::RefuseAddress { first } => {
+                self.metrics.count(Counter::LimitConnectionsPerAddress);
                 if first {
                     self.log.entry(format_args!(
                         "{} connections open from {}, the limit (max_connections_per_address): \
@@ -305,6 +313,7 @@ impl Server {
             .now()
             .saturating_duration_since(conn.last_line_at.get());
         if idle >= timeout {
+            self.metrics.count(Counter::LimitClientIdle);
             self.log.entry(format_args!(
                 "closing connection from {}: no command for {}s (the idle time-out)",
                 conn.peer,
