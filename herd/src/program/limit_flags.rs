@@ -475,7 +475,6 @@ impl LimitOptions {
             max_connections: self
                 .local_places_max_connections
                 .unwrap_or(base.max_connections),
-            ..base
         }
     }
 }
