@@ -208,6 +208,11 @@ pub fn run(o: &Options) -> Result<Report> {
         loop {
             read_line(&mut link, &mut line, &format!("the link from {via}"))?;
             let arrived = Instant::now();
+            if line.trim_ascii() == b"PING" {
+                // A link keep-alive (herd/PROTOCOL.md, section 5), not an answer.
+                other_lines += 1;
+                continue;
+            }
             match check_at(&line, Some(to_bytes), &fields) {
                 Ok(_) => {
                     if t0 >= measure_start {
