@@ -3,10 +3,12 @@
 
 mod common;
 
+use common::{wait_exit, Reaper};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,33 +18,6 @@ const BOUND: Duration = Duration::from_secs(20);
 /// Builds the example (a no-op when it is up to date) and returns its path.
 fn echo_binary() -> PathBuf {
     common::example_binary("echo")
-}
-
-/// Kills the child on the way out if the test failed before it exited.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Waits (bounded) for the child to exit.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the example did not exit within {BOUND:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -107,6 +82,6 @@ fn echo_example_echoes_and_stops_on_sigint() {
     }
     reader.join().unwrap();
     assert_eq!(after, ["echo stopped"]);
-    let status = wait_exit(&mut child.0);
+    let status = wait_exit(&mut child.0, BOUND);
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }

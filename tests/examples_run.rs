@@ -9,28 +9,18 @@
 
 mod common;
 
+use common::{wait_exit, Reaper};
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use gyre::herd::places::LocalPlacesService;
 use gyre::reactor::Reactor;
 
 /// The upper bound of every wait: generous, never reached when things work.
 const BOUND: Duration = Duration::from_secs(30);
-
-/// Kills the child on the way out if the test failed before it exited.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// Runs an example to completion with a bound.
 fn run(name: &str, args: &[&str]) -> Output {
@@ -56,17 +46,7 @@ fn run(name: &str, args: &[&str]) -> Output {
         let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
         buf
     });
-    let deadline = Instant::now() + BOUND;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} did not exit within {BOUND:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child.0, BOUND);
     Output {
         status,
         stdout: out.join().expect("stdout reader"),
@@ -107,14 +87,7 @@ fn line_echo_echoes_lines_and_stops_on_sigint() {
     // SAFETY: kill(2) on our own child's pid (not yet reaped).
     let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0);
-    let deadline = Instant::now() + BOUND;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "line_echo did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut child.0, BOUND);
     assert!(status.success(), "{status:?}");
     let mut rest = String::new();
     stdout.read_line(&mut rest).unwrap();

@@ -4,41 +4,16 @@
 
 mod common;
 
+use common::{wait_exit, Reaper};
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The upper bound of every wait: generous, never reached when things work.
 const BOUND: Duration = Duration::from_secs(20);
-
-/// Kills the child on the way out if the test failed before it exited.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Waits (bounded) for the child to exit.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the example did not exit within {BOUND:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn udp_echo_example_echoes_and_stops_on_sigint() {
@@ -98,6 +73,6 @@ fn udp_echo_example_echoes_and_stops_on_sigint() {
     }
     reader.join().unwrap();
     assert_eq!(after, ["udp echo stopped"]);
-    let status = wait_exit(&mut child.0);
+    let status = wait_exit(&mut child.0, BOUND);
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }

@@ -6,26 +6,16 @@
 
 mod common;
 
+use common::{wait_exit, Reaper};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The upper bound of every wait: generous, never reached when things work.
 const BOUND: Duration = Duration::from_secs(20);
-
-/// Kills the child on the way out if the test failed before it exited.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// A fresh directory under the system's temporary directory, removed when
 /// dropped.
@@ -43,21 +33,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits (bounded) for the child to exit.
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + BOUND;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the example did not exit within {BOUND:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -154,7 +129,7 @@ fn unix_echo_example_serves_refuses_and_cleans_up() {
     }
     reader.join().unwrap();
     assert_eq!(after, ["unix echo stopped"]);
-    let status = wait_exit(&mut server.0);
+    let status = wait_exit(&mut server.0, BOUND);
     assert_eq!(status.code(), Some(0), "exit status {status}");
     assert!(!path.exists(), "the socket file is removed at shutdown");
 }

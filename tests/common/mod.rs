@@ -1,7 +1,8 @@
 //! Helpers shared by the root package's process tests.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// Builds `examples/NAME.rs` (a no-op when it is up to date) into the
 /// target directory of the running test binary, with the same profile, and
@@ -50,4 +51,34 @@ pub fn example_binary(name: &str) -> PathBuf {
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// A child process that is killed and reaped on the way out if the test
+/// failed before it exited.
+#[allow(dead_code)] // not every test crate that includes this module runs examples
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits for the child to exit, failing the test after `bound`.
+#[allow(dead_code)] // not every test crate that includes this module runs examples
+pub fn wait_exit(child: &mut Child, bound: Duration) -> ExitStatus {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the example did not exit within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
