@@ -56,7 +56,9 @@
 # herd: HERD_IMPLS="gyre twisted" HERD_SECS=3 FLOOD_SECS=3 WHATSAT_SECS=2
 # HERD_CONNECTIONS=4 HERD_DEPTH=16 ROTATE=150 HERD_PEER_TLS=1 HERD_ARGS=
 # FLOOD_VIA=Alford FLOOD_TO=Holiday HERD_SETTLE=1 (seconds for the links to
-# come up after the servers listen).
+# come up after the servers listen). HERD_PERF=DIR records a `perf` profile
+# of the servers' core during each herd-iamat run into DIR/IMPL-rN.data
+# (HERD_PERF_ARGS adds options, e.g. "--call-graph dwarf").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,6 +88,8 @@ HERD_ARGS=${HERD_ARGS:-}
 FLOOD_VIA=${FLOOD_VIA:-Alford}
 FLOOD_TO=${FLOOD_TO:-Holiday}
 HERD_SETTLE=${HERD_SETTLE:-1}
+HERD_PERF=${HERD_PERF:-}
+HERD_PERF_ARGS=${HERD_PERF_ARGS:-}
 KEEP=${KEEP:-0}
 SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
@@ -362,8 +366,17 @@ herd_round() {
     local round=$1 impl=$2 pids flood_tls=()
     start_herd "$impl" "r$round" || return 0
     pids=$(IFS=,; echo "${HERD_PIDS[*]}")
+    local perf_pid=
+    if [[ -n $HERD_PERF ]]; then
+        # Samples everything on the servers' core while herd-iamat runs.
+        mkdir -p "$HERD_PERF"
+        perf record -q -C "$SERVER_CORE" $HERD_PERF_ARGS -o "$HERD_PERF/$impl-r$round.data" \
+            -- sleep "$HERD_SECS" 2>>"$OUT/perf.err" &
+        perf_pid=$!
+    fi
     herd_loadgen "$round" "$impl" herd-iamat --server-pid "$pids" --seconds "$HERD_SECS" \
         --connections "$HERD_CONNECTIONS" --depth "$HERD_DEPTH" --rotate "$ROTATE" --to "${HERD_NAMES// /,}"
+    [[ -z $perf_pid ]] || wait "$perf_pid" || true
     [[ $impl == gyre && $HERD_PEER_TLS == 1 ]] && flood_tls=(--peer-tls "$HERD_PKI")
     herd_loadgen "$round" "$impl" herd-flood --via "$FLOOD_VIA" --to "$FLOOD_TO" \
         --seconds "$FLOOD_SECS" --rotate "$ROTATE" "${flood_tls[@]}"
