@@ -431,9 +431,18 @@ impl Links {
     /// Sends `at_line`, stored with sequence number `seq`, to every
     /// neighbour whose link is up, except `from` (each link's session
     /// decides how: see the server's `link.rs`).
-    pub(crate) fn flood(&self, at_line: &[u8], seq: u64, from: Option<&str>) {
+    ///
+    /// Appends `Name (address)` of each neighbour it was written to now to
+    /// `sent_to` (comma-separated), for the caller's one log entry; a link
+    /// that is catching up sends it later, logged by its catch-up.
+    pub(crate) fn flood(&self, at_line: &[u8], seq: u64, from: Option<&str>, sent_to: &mut String) {
         for conn in self.up_conns(from) {
-            conn.link_flood(at_line, seq);
+            if conn.link_flood(at_line, seq) {
+                if !sent_to.is_empty() {
+                    sent_to.push_str(", ");
+                }
+                conn.describe_link_into(sent_to);
+            }
         }
     }
 

@@ -496,6 +496,9 @@ impl fmt::Debug for ServerLog {
 /// [`LOG_FIELD_MAX`] bytes are shown; a longer input is shown as that
 /// prefix, then `...(N bytes)` with its whole length.
 ///
+/// Allocates the result; a log entry formats [`Escaped`] instead, which
+/// writes the same text straight into the entry.
+///
 /// ```
 /// use gyre_herd::log::{escape, LOG_FIELD_MAX};
 ///
@@ -506,22 +509,57 @@ impl fmt::Debug for ServerLog {
 /// assert!(shown.len() < LOG_FIELD_MAX + 32);
 /// ```
 pub fn escape(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(LOG_FIELD_MAX)];
-    let mut out = String::with_capacity(shown.len() + 24);
-    for &b in shown {
-        match b {
-            b'\\' => out.push_str("\\\\"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
+    Escaped(bytes).to_string()
+}
+
+/// Peer bytes shown as [`escape`] shows them, formatted in place (no
+/// allocation): `format_args!("received {}", Escaped(line))`.
+///
+/// A run of printable ASCII is written with one `write_str`, so a clean
+/// line (the usual case) costs one copy.
+///
+/// ```
+/// use gyre_herd::log::{escape, Escaped};
+///
+/// let line = b"IAMAT kiwi +34.06-118.44 1621464827.9\x00";
+/// assert_eq!(Escaped(line).to_string(), escape(line));
+/// assert!(Escaped(line).to_string().ends_with("\\x00"));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0;
+        let mut rest = &bytes[..bytes.len().min(LOG_FIELD_MAX)];
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .position(|&b| !is_shown_as_is(b))
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(plain);
+            // Printable ASCII is UTF-8.
+            f.write_str(std::str::from_utf8(run).map_err(|_| fmt::Error)?)?;
+            let Some((&b, tail)) = tail.split_first() else {
+                break;
+            };
+            match b {
+                b'\\' => f.write_str("\\\\")?,
+                b'\t' => f.write_str("\\t")?,
+                _ => write!(f, "\\x{b:02x}")?,
             }
+            rest = tail;
         }
+        if bytes.len() > LOG_FIELD_MAX {
+            write!(f, "...({} bytes)", bytes.len())?;
+        }
+        Ok(())
     }
-    if shown.len() < bytes.len() {
-        let _ = write!(out, "...({} bytes)", bytes.len());
-    }
-    out
+}
+
+/// Whether [`Escaped`] shows `b` as itself.
+fn is_shown_as_is(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b) && b != b'\\'
 }
 
 /// Appends `t` as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).

@@ -359,10 +359,33 @@ fn iamat_is_answered_flooded_everywhere_and_whatsat_works_at_every_server() {
     assert!(alford.contains("received from 127.0.0.1:"));
     assert!(alford.contains("sent to 127.0.0.1:"));
     assert!(alford.contains("Places answer for kiwi.cs.ucla.edu: OK"));
-    assert!(herd
-        .server("Holiday")
-        .log()
-        .contains("new location for kiwi.cs.ucla.edu: AT Alford +0.263873386"));
+    // The flood: one entry naming both neighbours, with the AT line.
+    let flood = alford
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("new location for kiwi.cs.ucla.edu, sent to "))
+        .expect("Alford logs its flood");
+    assert!(flood.contains("Hamilton (127.0.0.1:"), "{flood}");
+    assert!(flood.contains("Welsh (127.0.0.1:"), "{flood}");
+    assert!(
+        flood.ends_with(
+            ": AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
+        ),
+        "{flood}"
+    );
+    // Two hops on: the AT line logged as received from a neighbour, then
+    // the store and flood entry naming it.
+    let holiday = herd.server("Holiday").log().lines();
+    let received = holiday
+        .iter()
+        .position(|l| {
+            l.contains("received from ") && l.contains(": AT Alford +0.263873386 kiwi.cs.ucla.edu")
+        })
+        .expect("Holiday logs the AT line it received");
+    assert!(
+        holiday[received + 1].contains("new location for kiwi.cs.ucla.edu, sent to "),
+        "{holiday:?}"
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::peering::PeerLinks;
 use super::state::Server;
 use crate::command::{self, Command, IAmAt, WhatsAt};
 use crate::limits::RateVerdict;
-use crate::log::escape;
+use crate::log::{escape, Escaped};
 use crate::metrics::{Counter, StoredMark};
 use crate::store::Location;
 
@@ -37,8 +37,8 @@ impl Server {
                 }
                 self.log.entry(format_args!(
                     "received from {neighbour} ({}): {}",
-                    conn.peer,
-                    escape(line)
+                    conn.peer_text,
+                    Escaped(line)
                 ));
                 self.link_line(conn, &neighbour, line);
             }
@@ -46,15 +46,15 @@ impl Server {
                 self.log.entry(format_args!(
                     "ignored a line from {} before its link was verified: {}",
                     conn.describe_peer(),
-                    escape(line)
+                    Escaped(line)
                 ));
             }
             Role::Client => {
                 conn.last_line_at.set(self.reactor.clock().now());
                 self.log.entry(format_args!(
                     "received from {}: {}",
-                    conn.peer,
-                    escape(line)
+                    conn.peer_text,
+                    Escaped(line)
                 ));
                 self.client_line(conn, ctx, line, first);
             }
@@ -322,16 +322,33 @@ impl Server {
                 stored_at_ns: command::unix_nanos((self.options.wall_clock)()),
                 from_client: from.is_none(),
             });
-            self.log.entry(format_args!(
-                "new location for {}: {}",
-                escape(client),
-                escape(&line)
-            ));
-            self.links.flood(&line, seq, from);
+            // One entry for the store and the whole flood. A neighbour's AT
+            // line was just logged as received, so it is named, not
+            // repeated; an IAMAT's AT line is new here, so it is shown.
+            let mut sent_to = self.flood_scratch.take();
+            sent_to.clear();
+            self.links.flood(&line, seq, from, &mut sent_to);
+            let sent_to_text = if sent_to.is_empty() {
+                "no neighbour now"
+            } else {
+                sent_to.as_str()
+            };
+            match from {
+                Some(_) => self.log.entry(format_args!(
+                    "new location for {}, sent to {sent_to_text}",
+                    Escaped(client),
+                )),
+                None => self.log.entry(format_args!(
+                    "new location for {}, sent to {sent_to_text}: {}",
+                    Escaped(client),
+                    Escaped(&line)
+                )),
+            }
+            self.flood_scratch.replace(sent_to);
         } else {
             self.log.entry(format_args!(
                 "not newer than the stored location for {}: not stored nor forwarded",
-                escape(client)
+                Escaped(client)
             ));
         }
     }

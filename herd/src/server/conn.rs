@@ -15,7 +15,7 @@ use gyre_reactor::{Producer, Transport};
 
 use super::link::{LinkCounts, LinkSession};
 use super::state::Server;
-use crate::log::escape;
+use crate::log::Escaped;
 
 /// What a connection is for. A connection is a link only once its peer is
 /// verified (or, with insecure peer links, once it said `PEER`).
@@ -45,6 +45,9 @@ pub(crate) struct Conn {
     pub(super) id: u64,
     pub(super) server: Weak<Server>,
     pub(super) peer: SocketAddr,
+    /// `peer` formatted once, for log entries (formatting a `SocketAddr`
+    /// on every line showed in the herd's profile).
+    pub(super) peer_text: Box<str>,
     pub(super) transport: RefCell<Option<Transport>>,
     pub(super) control: RefCell<Option<LineControl>>,
     pub(super) role: RefCell<Role>,
@@ -130,7 +133,7 @@ impl Conn {
             server.log.entry(format_args!(
                 "sent to {}: {}",
                 self.describe_peer(),
-                escape(line)
+                Escaped(line)
             ));
         }
     }
@@ -138,7 +141,7 @@ impl Conn {
     /// `Ball (127.0.0.1:5000)` for a link, the address for a client.
     pub(crate) fn describe_peer(&self) -> String {
         match &*self.role.borrow() {
-            Role::Link { neighbour, .. } => format!("{neighbour} ({})", self.peer),
+            Role::Link { neighbour, .. } => format!("{neighbour} ({})", self.peer_text),
             Role::Verifying {
                 neighbour,
                 dialled: true,
@@ -150,7 +153,23 @@ impl Conn {
                 dialled: false,
                 ..
             } => format!("{} (claims to be {neighbour})", self.peer),
-            Role::Client => self.peer.to_string(),
+            Role::Client => self.peer_text.to_string(),
+        }
+    }
+
+    /// Appends `Name (address)` for a link (what [`describe_peer`] says of
+    /// any connection), without allocating.
+    ///
+    /// [`describe_peer`]: Conn::describe_peer
+    pub(crate) fn describe_link_into(&self, out: &mut String) {
+        match &*self.role.borrow() {
+            Role::Link { neighbour, .. } => {
+                out.push_str(neighbour);
+                out.push_str(" (");
+                out.push_str(&self.peer_text);
+                out.push(')');
+            }
+            _ => out.push_str(&self.describe_peer()),
         }
     }
 
@@ -200,18 +219,20 @@ impl Conn {
             };
             self.write(&answer);
             if let Some(server) = self.server.upgrade() {
-                let shown = match answer.iter().position(|&b| b == b'\n') {
-                    Some(end) if end + 1 < answer.len() => format!(
-                        "{} + Places JSON ({} bytes)",
-                        escape(&answer[..end]),
+                let peer = &self.peer_text;
+                match answer.iter().position(|&b| b == b'\n') {
+                    Some(end) if end + 1 < answer.len() => server.log.entry(format_args!(
+                        "sent to {peer}: {} + Places JSON ({} bytes)",
+                        Escaped(&answer[..end]),
                         answer.len() - end - 1
-                    ),
-                    Some(end) => escape(&answer[..end]),
-                    None => escape(&answer),
-                };
-                server
-                    .log
-                    .entry(format_args!("sent to {}: {shown}", self.peer));
+                    )),
+                    Some(end) => server
+                        .log
+                        .entry(format_args!("sent to {peer}: {}", Escaped(&answer[..end]))),
+                    None => server
+                        .log
+                        .entry(format_args!("sent to {peer}: {}", Escaped(&answer))),
+                }
             }
         }
         self.maybe_finish();
@@ -276,10 +297,11 @@ impl Conn {
     }
 
     /// Floods `line`, stored with sequence number `seq`, on this link.
-    pub(crate) fn link_flood(&self, line: &[u8], seq: u64) {
-        if let Some(session) = self.session() {
-            session.flood(line, seq);
-        }
+    ///
+    /// Returns whether it was written now (see [`LinkSession::flood`]).
+    pub(crate) fn link_flood(&self, line: &[u8], seq: u64) -> bool {
+        self.session()
+            .is_some_and(|session| session.flood(line, seq))
     }
 
     /// Sends the neighbour every location stored from sequence number

@@ -151,6 +151,7 @@ impl HerdServer {
             rates: RefCell::new(rates),
             metrics: Metrics::new(),
             started: reactor.clock().now(),
+            flood_scratch: Cell::new(String::new()),
             me: me.clone(),
         });
         // The listening port's factory keeps the server alive (as a

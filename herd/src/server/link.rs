@@ -32,8 +32,11 @@
 //!   `Streaming` from that location's sequence number, which waits for the
 //!   buffer to drain and then sends every location stored since (the one
 //!   skipped included), not the whole store. Logged once per episode.
-//! - **Logging.** HERD.md asks for every line sent to be logged; live
-//!   floods are, line by line. A catch-up is logged as a summary, when it
+//! - **Logging.** HERD.md asks for every line sent to be logged; a live
+//!   flood is one entry for all the neighbours it was written to (the
+//!   server's `offer` writes it: `new location for C, sent to Ball (...),
+//!   Welsh (...)`, after the line itself was logged as received or
+//!   answered). A catch-up is logged as a summary, when it
 //!   starts (why, from which sequence number, how large the store is) and
 //!   when it ends (how many locations and bytes, how long): a 200,000-client
 //!   store would otherwise write 200,000 log lines per link-up, itself a
@@ -433,27 +436,31 @@ impl LinkSession {
 
     /// Floods `line`, the location stored with sequence number `seq`, on
     /// this link (see the [module docs](self) for each state).
-    pub(crate) fn flood(&self, line: &[u8], seq: u64) {
+    ///
+    /// Returns whether it was written now: the caller logs the flood as one
+    /// entry naming the neighbours it went to (a location left to the
+    /// catch-up is logged by the catch-up's summary).
+    pub(crate) fn flood(&self, line: &[u8], seq: u64) -> bool {
         let Some(server) = self.server.upgrade() else {
-            return;
+            return false;
         };
         let Some((conn, transport)) = self.transport() else {
-            return;
+            return false;
         };
         let high = server.options.link_high_water.max(1);
         let room = transport.buffered_len() <= high;
         let live = match &*self.sync.borrow() {
-            Sync::Stopped => return,
+            Sync::Stopped => return false,
             Sync::Live => true,
             Sync::Streaming(_) => false,
         };
         if room {
-            conn.write_logged(line);
+            conn.write_line(line);
             self.lines_out.set(self.lines_out.get() + 1);
             self.bytes_out
                 .set(self.bytes_out.get() + line.len() as u64 + 1);
             server.metrics.count(Counter::AtSentFlood);
-            return;
+            return true;
         }
         if live {
             server.log.entry(format_args!(
@@ -467,6 +474,7 @@ impl LinkSession {
         }
         // Streaming: the location's number is past the cursor, so the
         // catch-up sends it.
+        false
     }
 
     // -- Heartbeat ------------------------------------------------------

@@ -57,6 +57,9 @@ pub(crate) struct Server {
     pub(crate) metrics: Metrics,
     /// When it started (its reactor's clock).
     pub(crate) started: Instant,
+    /// Reused for the neighbours a flood went to (one log entry per
+    /// flood, no allocation per line).
+    pub(super) flood_scratch: Cell<String>,
     pub(super) me: Weak<Server>,
 }
 
@@ -202,6 +205,7 @@ impl Server {
             id,
             server: self.me.clone(),
             peer,
+            peer_text: peer.to_string().into_boxed_str(),
             transport: RefCell::new(None),
             control: RefCell::new(None),
             role: RefCell::new(role),
