@@ -58,7 +58,10 @@
 # FLOOD_VIA=Alford FLOOD_TO=Holiday HERD_SETTLE=1 (seconds for the links to
 # come up after the servers listen). HERD_PERF=DIR records a `perf` profile
 # of the servers' core during each herd-iamat run into DIR/IMPL-rN.data
-# (HERD_PERF_ARGS adds options, e.g. "--call-graph dwarf").
+# (HERD_PERF_ARGS adds options, e.g. "--call-graph dwarf"). FLOOR_COUNT=20000
+# round trips for the cross-core floor row. HERD_IMPLS may
+# also name `base`: gyre's herd from another build, HERD_BASE_BIN=PATH (a
+# `herd` example binary), for a before/after in the same run.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -89,6 +92,8 @@ FLOOD_VIA=${FLOOD_VIA:-Alford}
 FLOOD_TO=${FLOOD_TO:-Holiday}
 HERD_SETTLE=${HERD_SETTLE:-1}
 HERD_PERF=${HERD_PERF:-}
+HERD_BASE_BIN=${HERD_BASE_BIN:-}
+FLOOR_COUNT=${FLOOR_COUNT:-20000}
 HERD_PERF_ARGS=${HERD_PERF_ARGS:-}
 KEEP=${KEEP:-0}
 SERVER_CORE=${SERVER_CORE:-0}
@@ -171,7 +176,15 @@ if want herd; then
         case $h in
         twisted) "$PY" -c 'import twisted' 2>/dev/null && herds+=("$h") || log "warning: no Twisted; skipping the Twisted herd" ;;
         gyre) herds+=("$h") ;;
-        *) log "unknown herd $h (HERD_IMPLS takes gyre and twisted)"; exit 2 ;;
+        base)
+            if [[ -x $HERD_BASE_BIN ]]; then
+                herds+=("$h")
+            else
+                log "HERD_IMPLS has base but HERD_BASE_BIN ($HERD_BASE_BIN) is no herd binary"
+                exit 2
+            fi
+            ;;
+        *) log "unknown herd $h (HERD_IMPLS takes gyre, base and twisted)"; exit 2 ;;
         esac
     done
 fi
@@ -181,7 +194,7 @@ if want echo; then
     examples+=(--example line_echo --example tokio_line_echo --example mio_line_echo)
 fi
 if want herd; then
-    examples+=(--example herd)
+    examples+=(--example herd --example mio_line_echo)
 fi
 log "building ${examples[*]} (release, target dir $TARGET)"
 (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet "${examples[@]}")
@@ -295,11 +308,13 @@ start_herd() {
     for name in $HERD_NAMES; do
         out=$logs/$name.stdout
         case $impl in
-        gyre)
+        gyre | base)
+            local bin=$BIN/herd
+            [[ $impl == base ]] && bin=$HERD_BASE_BIN
             local peer=(--insecure-peer-links)
             [[ $HERD_PEER_TLS == 1 ]] && peer=(--peer-tls "$HERD_PKI")
             # shellcheck disable=SC2086 # HERD_ARGS is split into words on purpose
-            RUST_LOG=warn taskset -c "$SERVER_CORE" "$BIN/herd" --config "$HERD_CONFIG" \
+            RUST_LOG=warn taskset -c "$SERVER_CORE" "$bin" --config "$HERD_CONFIG" \
                 --server "$name" --log-dir "$logs" "${peer[@]}" $HERD_ARGS >"$out" 2>&1 &
             ;;
         twisted)
@@ -377,14 +392,30 @@ herd_round() {
     herd_loadgen "$round" "$impl" herd-iamat --server-pid "$pids" --seconds "$HERD_SECS" \
         --connections "$HERD_CONNECTIONS" --depth "$HERD_DEPTH" --rotate "$ROTATE" --to "${HERD_NAMES// /,}"
     [[ -z $perf_pid ]] || wait "$perf_pid" || true
-    [[ $impl == gyre && $HERD_PEER_TLS == 1 ]] && flood_tls=(--peer-tls "$HERD_PKI")
+    [[ $impl != twisted && $HERD_PEER_TLS == 1 ]] && flood_tls=(--peer-tls "$HERD_PKI")
     herd_loadgen "$round" "$impl" herd-flood --via "$FLOOD_VIA" --to "$FLOOD_TO" \
         --seconds "$FLOOD_SECS" --rotate "$ROTATE" "${flood_tls[@]}"
-    if [[ $impl == gyre ]]; then
+    if [[ $impl != twisted ]]; then
         herd_loadgen "$round" "$impl" herd-whatsat --server-pid "$pids" --seconds "$WHATSAT_SECS" \
             --connections "$HERD_CONNECTIONS" --depth "$HERD_DEPTH" --to "${HERD_NAMES// /,}"
     fi
     stop_herd
+}
+
+# floor_round ROUND: the cross-core floor under herd-flood's numbers: a raw
+# mio line echo on $SERVER_CORE pinged one line at a time from
+# $CLIENT_CORE, so each round trip has the two cross-core wake-ups that
+# every timed flood has (the IAMAT to the herd, the AT back to Probe).
+floor_round() {
+    local round=$1 line
+    start_server mio "r$round-floor" || return 0
+    line=$(taskset -c "$CLIENT_CORE" "$BIN/loadgen" pingpong --addr "127.0.0.1:$SERVER_PORT" \
+        --count "$FLOOR_COUNT" --size "$SIZE" --label floor 2>>"$OUT/loadgen.err" |
+        tee -a "$OUT/loadgen.log" | grep '^RESULT' | tail -1 || true)
+    stop_server
+    [[ -n $line ]] || line="RESULT mode=floor errors=1"
+    echo "round=$round server=floor ${line/mode=pingpong/mode=floor}" >>"$HERD_RESULTS"
+    log "round $round cross-core floor: ${line#RESULT }"
 }
 
 if want herd && [[ " ${herds[*]} " == *" gyre "* ]]; then
@@ -418,6 +449,9 @@ for round in $(seq "$ROUNDS"); do
     for k in $(seq 0 $((nh - 1))); do
         herd_round "$round" "${herds[$(((k + round - 1) % nh))]}"
     done
+    if want herd; then
+        floor_round "$round"
+    fi
 done
 
 # --- tables -------------------------------------------------------------------
@@ -580,13 +614,20 @@ def ratio(mode, key):
     return None if g is None or not t else g / t
 
 
-if "gyre" in impls and "twisted" in impls:
-    cells = []
-    for _, mode, key in cols:
-        r = ratio(mode, key)
-        cells.append("n/a" if r is None else f"{r:.3g}x")
-    print("| gyre / twisted | " + " | ".join(cells) + " |")
-    print("\n(gyre / twisted: above 1 is better for IAMAT/s, below 1 for latencies and CPU.)")
+for peer in ("twisted", "base"):
+    if "gyre" in impls and peer in impls:
+        cells = []
+        for _, mode, key in cols:
+            g, p = med("gyre", mode, key), med(peer, mode, key)
+            cells.append("n/a" if g is None or not p else f"{g / p:.3g}x")
+        print(f"| gyre / {peer} | " + " | ".join(cells) + " |")
+        print(f"\n(gyre / {peer}: above 1 is better for IAMAT/s, below 1 for latencies and CPU.)")
+
+floor = [med("floor", "floor", k) for k in ("p50_us", "p99_us", "p999_us")]
+if floor[0] is not None:
+    print(f"\nCross-core floor (a raw mio line echo on the servers' core, one line at a time"
+          f" from the load client's core: the two cross-core wake-ups every timed flood has):"
+          f" round trip p50 {fmt(floor[0])} us, p99 {fmt(floor[1])} us, p99.9 {fmt(floor[2])} us.")
 
 print("\n### herd targets (issue 11)\n")
 tw = lambda m, k: med("twisted", m, k)
