@@ -560,11 +560,7 @@ impl TlsMachine {
             Phase::Established {
                 write: WriteState::Open,
                 ..
-            } => {
-                for part in parts {
-                    self.encrypt(part);
-                }
-            }
+            } => self.encrypt_parts(parts),
             _ => {}
         }
     }
@@ -605,6 +601,31 @@ impl TlsMachine {
 
     /// Encrypts all of `data` into the outgoing buffer, one step of at most
     /// [`TLS_BUFFER_LIMIT`] at a time.
+    /// Encrypts `parts` as one write: a line and its `\n` make one record
+    /// (up to the record size), not one record each.
+    fn encrypt_parts(&mut self, parts: &[&[u8]]) {
+        let (first, second) = match parts {
+            [] => return,
+            [one] => return self.encrypt(one),
+            [first, second] => (*first, *second),
+            _ => {
+                let joined = parts.concat();
+                return self.encrypt(&joined);
+            }
+        };
+        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        let taken = self.conn.writer().write_vectored(&slices).unwrap_or(0);
+        self.drain_records();
+        // What rustls did not take (its buffer limit) goes the usual way.
+        let (rest_of_first, rest_of_second) = if taken < first.len() {
+            (&first[taken..], second)
+        } else {
+            (&[][..], &second[(taken - first.len()).min(second.len())..])
+        };
+        self.encrypt(rest_of_first);
+        self.encrypt(rest_of_second);
+    }
+
     fn encrypt(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match self.conn.writer().write(data) {

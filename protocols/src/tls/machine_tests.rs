@@ -211,6 +211,36 @@ fn data_both_ways_in_tiny_and_large_writes() {
     assert_eq!(c.data.last(), Some(&b'!'));
 }
 
+/// The TLS records in `ciphertext`: (content type, length) from each
+/// 5-byte record header.
+fn records(mut ciphertext: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    while ciphertext.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([ciphertext[3], ciphertext[4]]));
+        out.push((ciphertext[0], len));
+        ciphertext = &ciphertext[(5 + len).min(ciphertext.len())..];
+    }
+    out
+}
+
+#[test]
+fn a_write_of_several_parts_is_one_record() {
+    let s = Setup::new();
+    let (mut c, mut srv) = s.connected();
+    drop(c.m.take_outgoing());
+    c.m.write(&[b"AT Alford +0.1 kiwi +1+1 1", b"\n"]);
+    let two = c.m.take_outgoing();
+    c.m.write(&[b"a", b"b", b"c"]);
+    let three = c.m.take_outgoing();
+    // One application-data record (type 23) each, not one per part.
+    assert_eq!(records(&two).len(), 1, "{:?}", records(&two));
+    assert_eq!(records(&two)[0].0, 23);
+    assert_eq!(records(&three).len(), 1, "{:?}", records(&three));
+    srv.feed(&two);
+    srv.feed(&three);
+    assert_eq!(srv.data, b"AT Alford +0.1 kiwi +1+1 1\nabc");
+}
+
 #[test]
 fn ciphertext_delivered_one_byte_at_a_time() {
     let s = Setup::new();
