@@ -57,6 +57,13 @@
 //! dirty connections after each phase of its loop (and between the reads of
 //! a burst). Closing removes the socket and queues `connection_lost` for the
 //! reactor to deliver after the current callback has returned.
+//!
+//! A layer above may register a write source
+//! ([`Transport::set_write_source`]): every flush runs it first, while the
+//! connection is still marked queued (so what it writes joins this flush
+//! rather than queueing another), and `lose_connection`/`half_close` run it
+//! before they change the write state. TLS uses it to encrypt one record
+//! per flush instead of one per write.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -70,7 +77,8 @@ use crate::core::{guard, Inner, Readiness};
 use crate::protocol::{ConnectionLost, Producer, Protocol};
 use crate::stream::Stream;
 use crate::transport::{
-    Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+    Transport, TransportBackend, WriteSource, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    WRITE_BUFFER_FLOOR,
 };
 use crate::unix::PeerCredentials;
 
@@ -153,6 +161,8 @@ pub(crate) struct Conn {
     linger: RefCell<Option<DelayedCall>>,
     /// Already in the reactor's dirty list.
     queued_flush: Cell<bool>,
+    /// Called at the start of every flush (a TLS layer's records).
+    write_source: RefCell<Option<WriteSource>>,
     /// Already in the reactor's read-again list.
     queued_read: Cell<bool>,
     lost_reason: RefCell<Option<ConnectionLost>>,
@@ -222,6 +232,7 @@ impl Conn {
             send_queue: Cell::new(SendQueue::Room),
             linger: RefCell::new(None),
             queued_flush: Cell::new(false),
+            write_source: RefCell::new(None),
             queued_read: Cell::new(false),
             lost_reason: RefCell::new(None),
             lost_hook: RefCell::new(None),
@@ -426,6 +437,9 @@ impl Conn {
     /// Sends what is buffered until WouldBlock, then applies a pending
     /// half-close or close, and pauses or resumes the producer.
     pub(crate) fn flush(self: &Rc<Self>) {
+        // While `queued_flush` is still set, what the source writes does not
+        // queue this connection again: it goes out in this flush.
+        self.run_write_source();
         self.queued_flush.set(false);
         let write = self.write.get();
         if matches!(write, WriteState::Closed | WriteState::HalfClosed) {
@@ -564,6 +578,19 @@ impl Conn {
         }
     }
 
+    /// Runs the write source, if any (not on a closed connection).
+    fn run_write_source(&self) {
+        if self.write.get() == WriteState::Closed {
+            return;
+        }
+        let source = self.write_source.borrow().clone();
+        if let Some(source) = source {
+            let _ = guard(format_args!("write source for {}", self.name()), || {
+                source()
+            });
+        }
+    }
+
     fn queue_flush(&self) {
         if !self.queued_flush.replace(true) {
             if let Some(reactor) = self.reactor.upgrade() {
@@ -598,6 +625,8 @@ impl Conn {
         if self.write.replace(WriteState::Closed) == WriteState::Closed {
             return;
         }
+        // The source may hold the layer above; nothing more is written.
+        drop(self.write_source.borrow_mut().take());
         self.read.set(ReadState::Closed);
         if let Some(timer) = self.linger.borrow_mut().take() {
             let _ = timer.cancel();
@@ -680,6 +709,17 @@ impl fmt::Display for ConnName<'_> {
 }
 
 impl TransportBackend for Conn {
+    fn set_write_source(&self, source: Option<WriteSource>) -> bool {
+        *self.write_source.borrow_mut() = source;
+        true
+    }
+
+    fn request_flush(&self) {
+        if self.write.get() == WriteState::Open {
+            self.queue_flush();
+        }
+    }
+
     fn write(&self, data: &[u8]) {
         if self.write.get() != WriteState::Open || data.is_empty() {
             return;
@@ -709,6 +749,10 @@ impl TransportBackend for Conn {
         {
             return;
         }
+        // What the layer above gathered was written before the close.
+        if write == WriteState::Open {
+            self.run_write_source();
+        }
         self.write.set(WriteState::Closing);
         match read {
             // Reading stops here: input is discarded from now on.
@@ -725,6 +769,7 @@ impl TransportBackend for Conn {
 
     fn half_close(&self) {
         if self.write.get() == WriteState::Open {
+            self.run_write_source();
             self.write.set(WriteState::HalfClosing);
             self.queue_flush();
         }

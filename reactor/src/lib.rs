@@ -151,7 +151,8 @@ pub use signals::SignalHandler;
 pub use splice::{splice, splice_with_limits, Splice, SpliceEnd, SpliceStats};
 pub use threads::{ReactorGone, ThreadHandle};
 pub use transport::{
-    Transport, TransportBackend, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, WRITE_BUFFER_FLOOR,
+    Transport, TransportBackend, WriteSource, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER,
+    WRITE_BUFFER_FLOOR,
 };
 pub use udp::{
     DatagramProtocol, Sent, UdpOptions, UdpPort, UdpStats, DEFAULT_MAX_DATAGRAM,

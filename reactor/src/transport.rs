@@ -111,7 +111,23 @@ pub trait TransportBackend {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
+    /// Sets (or, with `None`, clears) the write source: see
+    /// [`Transport::set_write_source`]. Returns whether this backend
+    /// supports one; the default does not.
+    fn set_write_source(&self, source: Option<WriteSource>) -> bool {
+        let _ = source;
+        false
+    }
+    /// Queues the transport for the loop's next flush, so that its write
+    /// source runs then: see [`Transport::request_flush`]. The default does
+    /// nothing.
+    fn request_flush(&self) {}
 }
+
+/// What a layer above a transport gives
+/// [`Transport::set_write_source`]: called just before the loop writes the
+/// transport's buffer to its socket.
+pub type WriteSource = Rc<dyn Fn()>;
 
 /// A connection as its protocol sees it: a cheap `Clone` handle (Twisted's
 /// `ITransport`). Every method is safe to call from inside any protocol or
@@ -293,6 +309,59 @@ impl Transport {
     /// Forgets the registered producer.
     pub fn unregister_producer(&self) {
         self.backend.unregister_producer()
+    }
+
+    /// Registers a write source: a function the loop calls just before it
+    /// writes this transport's buffered bytes to the socket, at every flush
+    /// (see [`request_flush`](Self::request_flush)). A layer that turns
+    /// many small writes into fewer, larger units (TLS: one record per
+    /// flush instead of one per write) gathers what it is given during a
+    /// callback and writes it to this transport from its source. `None`
+    /// removes it. Returns whether the backend supports write sources (a
+    /// TCP or Unix connection does); without one, a layer writes through
+    /// at once.
+    ///
+    /// # Contract
+    ///
+    /// - The source runs on the loop thread, before the socket write of
+    ///   the same flush: what it writes goes out in that flush.
+    /// - It runs after the reactor's
+    ///   [`before_writes`](crate::Reactor::before_writes) hooks, so a log
+    ///   flushed there still precedes every byte sent.
+    /// - It may run when there is nothing to add (it then writes nothing),
+    ///   and it is not run for a connection that is already closed.
+    /// - [`lose_connection`](Self::lose_connection) and
+    ///   [`half_close`](Self::half_close) run it first, so what the layer
+    ///   gathered before the close is sent before the FIN;
+    ///   [`abort_connection`](Self::abort_connection) does not.
+    /// - A panic in it is caught and logged; the flush goes on.
+    ///
+    /// ```
+    /// use gyre_reactor::Transport;
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// /// Gathers lines and writes them as one chunk per flush.
+    /// fn coalesce(transport: &Transport, gathered: Rc<RefCell<Vec<u8>>>) -> bool {
+    ///     let t = transport.clone();
+    ///     transport.set_write_source(Some(Rc::new(move || {
+    ///         let chunk = std::mem::take(&mut *gathered.borrow_mut());
+    ///         t.write(&chunk);
+    ///     })))
+    /// }
+    /// ```
+    ///
+    /// (A source that holds its own transport, as here, makes a cycle
+    /// until `set_write_source(None)`; hold a weak reference to the layer
+    /// instead where the layer outlives the call.)
+    pub fn set_write_source(&self, source: Option<WriteSource>) -> bool {
+        self.backend.set_write_source(source)
+    }
+
+    /// Queues this transport for the loop's next flush even when nothing is
+    /// buffered yet, so that its write source runs then. Cheap to call on
+    /// every write: a transport already queued is not queued twice.
+    pub fn request_flush(&self) {
+        self.backend.request_flush()
     }
 
     /// The backend, if it is a `B` (for layers such as TLS that need to

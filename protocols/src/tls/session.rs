@@ -175,7 +175,34 @@ pub struct TlsTransport {
     timers: RefCell<Timers>,
     /// Who waits for the handshake (see [`handshake_done`](Self::handshake_done)).
     handshake_waiters: RefCell<Vec<Resolver<()>>>,
+    /// Whether writes wait for the loop's flush (see [`Coalescing`]).
+    coalescing: Cell<Coalescing>,
+    /// Plaintext written since the last flush, encrypted as one record (or
+    /// as few as its size needs) by the TCP transport's write source.
+    unsent: RefCell<Vec<u8>>,
 }
+
+/// Whether the application's writes are gathered until the loop flushes
+/// the connection (one TLS record per flush, not one per write: a server
+/// that writes many short lines in one callback sends a fraction of the
+/// records, each with its 22 bytes of framing and its AEAD set-up), or
+/// encrypted as they come.
+///
+/// Gathering needs a TCP transport that runs a write source
+/// ([`Transport::set_write_source`]); a backend that does not (a test's
+/// fake transport) gets every write encrypted at once, as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coalescing {
+    /// Encrypt each write as it comes.
+    Off,
+    /// Gather writes; the write source encrypts them at the flush.
+    UntilFlush,
+}
+
+/// Gathered plaintext is encrypted at once when it reaches this size (one
+/// full TLS record), so a callback that writes a lot in one go neither
+/// holds it all as plaintext nor waits for the flush to start.
+const COALESCE_MAX: usize = 16 * 1024;
 
 impl TlsTransport {
     pub(super) fn new_rc(
@@ -196,6 +223,8 @@ impl TlsTransport {
             final_reason: RefCell::new(None),
             timers: RefCell::new(Timers::default()),
             handshake_waiters: RefCell::new(Vec::new()),
+            coalescing: Cell::new(Coalescing::Off),
+            unsent: RefCell::new(Vec::new()),
         })
     }
 
@@ -495,18 +524,53 @@ impl TlsTransport {
         let Some(tcp) = self.tcp() else {
             return;
         };
-        {
-            let mut machine = self.machine.borrow_mut();
-            match machine.as_mut() {
-                Some(m) => m.write(parts),
-                None => {
-                    drop(machine);
-                    tcp.write_sequence(parts);
-                    return;
+        if self.machine.borrow().is_none() {
+            tcp.write_sequence(parts);
+            return;
+        }
+        if self.coalescing.get() == Coalescing::UntilFlush {
+            let (was_empty, full) = {
+                let mut unsent = self.unsent.borrow_mut();
+                let was_empty = unsent.is_empty();
+                for part in parts {
+                    unsent.extend_from_slice(part);
                 }
+                (was_empty, unsent.len() >= COALESCE_MAX)
+            };
+            if full {
+                self.write_unsent();
+            } else if was_empty {
+                tcp.request_flush();
             }
+            return;
+        }
+        if let Some(m) = self.machine.borrow_mut().as_mut() {
+            m.write(parts);
         }
         self.flush();
+    }
+
+    /// Encrypts the gathered plaintext and hands the records to the TCP
+    /// transport (the write source's job; also before a close, so that
+    /// `close_notify` follows the data).
+    fn write_unsent(&self) {
+        let unsent = std::mem::take(&mut *self.unsent.borrow_mut());
+        if unsent.is_empty() {
+            return;
+        }
+        if let Some(m) = self.machine.borrow_mut().as_mut() {
+            m.write(&[&unsent]);
+        }
+        self.flush();
+        // Keep the buffer for the next flush, within the record size.
+        let mut unsent = unsent;
+        unsent.clear();
+        if unsent.capacity() <= 2 * COALESCE_MAX {
+            let mut slot = self.unsent.borrow_mut();
+            if slot.is_empty() {
+                *slot = unsent;
+            }
+        }
     }
 
     /// Writes the ciphertext the machine has ready to the TCP transport.
@@ -689,6 +753,15 @@ impl TlsTransport {
 
     pub(super) fn on_connection_made(&self, tcp: Transport) {
         self.peer_addr.set(tcp.peer_addr());
+        let weak = self.weak_self.clone();
+        let source = Rc::new(move || {
+            if let Some(me) = weak.upgrade() {
+                me.write_unsent();
+            }
+        });
+        if tcp.set_write_source(Some(source)) {
+            self.coalescing.set(Coalescing::UntilFlush);
+        }
         *self.tcp.borrow_mut() = Some(tcp);
         if self.is_tls() {
             self.start_handshake_timer();
@@ -797,6 +870,8 @@ impl TlsTransport {
             (Some(CloseKind::Full), _) | (Some(CloseKind::Half), CloseKind::Half) => return,
             _ => {}
         }
+        // What was written before the close goes before close_notify.
+        self.write_unsent();
         self.close_req.set(Some(kind));
         self.do_close();
     }
@@ -1003,6 +1078,7 @@ impl TransportBackend for TlsTransport {
             return;
         }
         self.link.set(Link::Aborted);
+        self.unsent.borrow_mut().clear();
         if let Some(m) = self.machine.borrow_mut().as_mut() {
             m.discard_buffers();
         }
@@ -1071,7 +1147,8 @@ impl TransportBackend for TlsTransport {
     }
 
     fn buffered_len(&self) -> usize {
-        self.with_machine(|m| Some(m.pending_len())).unwrap_or(0)
+        self.unsent.borrow().len()
+            + self.with_machine(|m| Some(m.pending_len())).unwrap_or(0)
             + self.tcp().map_or(0, |t| t.buffered_len())
     }
 
