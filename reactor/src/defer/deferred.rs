@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::failure::{AlreadyCalled, Cancelled, Failure, Panicked, TimedOut};
-use super::runner::{self, Job};
+use super::runner;
 use crate::clock::Clock;
 
 /// What a Deferred fires with: a value or a [`Failure`].
@@ -194,15 +194,49 @@ impl fmt::Display for AlreadyConsumed {
 
 impl std::error::Error for AlreadyConsumed {}
 
-/// A result moving along a chain, its type erased: the value lives in a
-/// `Box<Option<T>>`, so a callback that keeps the type reuses the box.
-type Erased = Box<dyn Any>;
-type ErasedOutcome = Result<Erased, Failure>;
+/// A value moving along a chain, its type erased.
+///
+/// Invariant: a chain's root slot holds a value exactly while the chain's
+/// current outcome is `Ok(Value::Root)`; a `Value::Root` never leaves its
+/// chain (it is boxed first, [`Chain::detach`]).
+enum Value {
+    /// In the chain's own root slot, which has the type the root fires
+    /// with: no allocation while the chain's values keep that type.
+    Root,
+    /// In a box: a `Box<Option<T>>`, reused while the type stays the same,
+    /// or a `Box<T>` for a zero-sized `T` (which allocates nothing).
+    Boxed(Box<dyn Any>),
+}
 
-/// One callback of a chain, its types erased. It is given where the chain
-/// was created (for the failure a type mix-up would be), so that it need
-/// not capture it: a callback that captures nothing is not allocated.
-type Callback = Box<dyn FnOnce(ErasedOutcome, &'static Location<'static>) -> Step>;
+type ErasedOutcome = Result<Value, Failure>;
+
+/// One callback of a chain, its types erased. It is given its chain (for
+/// the root slot, and where the chain was created, for the failure a type
+/// mix-up would be), so that it need not capture them: a callback that
+/// captures nothing is not allocated.
+type Callback = Box<dyn FnOnce(ErasedOutcome, &Chain) -> Step>;
+
+/// What watches several Deferreds at once (the lists of `list.rs`): each
+/// input's outcome arrives with the input's index.
+pub(super) trait Watch: 'static {
+    /// The inputs' type.
+    type Input: 'static;
+
+    /// Input `index` has its outcome.
+    fn arrive(&self, index: usize, outcome: Outcome<Self::Input>);
+}
+
+/// [`Watch`] with the input's type erased, for [`Consumer::Watch`].
+trait ErasedWatch {
+    fn arrive_erased(&self, index: usize, outcome: ErasedOutcome, chain: &Chain);
+}
+
+impl<W: Watch> ErasedWatch for W {
+    fn arrive_erased(&self, index: usize, outcome: ErasedOutcome, chain: &Chain) {
+        let outcome = outcome.and_then(|value| chain.take_value::<W::Input>(value));
+        self.arrive(index, outcome);
+    }
+}
 
 /// What a callback hands on: a result now, or a Deferred to wait for.
 enum Step {
@@ -211,29 +245,81 @@ enum Step {
 }
 
 /// A chain's callbacks in order: the first inline (most chains have one or
-/// two, and then need no allocation for them), the rest in a queue.
+/// two, and then need no allocation for them), the rest in a queue whose
+/// buffer comes from, and goes back to, a small per-thread stock of spare
+/// queues ([`SPARE_QUEUES`]), so that a long chain allocates nothing for
+/// its callbacks once the thread has run one like it.
 #[derive(Default)]
 struct Callbacks {
     first: Option<Callback>,
     rest: VecDeque<Callback>,
 }
 
+/// How many spare callback queues a thread keeps.
+const SPARE_QUEUES: usize = 16;
+/// The largest spare queue kept (in callbacks): a chain that grew longer
+/// gives its memory back.
+const SPARE_QUEUE_CAPACITY: usize = 64;
+/// The capacity a new callback queue starts with.
+const FIRST_QUEUE_CAPACITY: usize = 16;
+
+thread_local! {
+    /// Empty callback queues, with their buffers, for the next chains.
+    static SPARE: RefCell<Vec<VecDeque<Callback>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Callbacks {
+    #[inline]
     fn push_back(&mut self, callback: Callback) {
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(callback);
         } else {
+            if self.rest.capacity() == 0 {
+                self.rest = spare_queue();
+            }
             self.rest.push_back(callback);
         }
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<Callback> {
-        self.first.take().or_else(|| self.rest.pop_front())
+        match self.first.take() {
+            Some(first) => Some(first),
+            None => self.rest.pop_front(),
+        }
     }
 
+    #[inline]
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.is_empty()
     }
+
+    /// Gives an empty queue's buffer back to the thread's stock.
+    fn recycle(&mut self) {
+        let cap = self.rest.capacity();
+        if cap == 0 || cap > SPARE_QUEUE_CAPACITY || !self.rest.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.rest);
+        // The thread's storage may be going away, or borrowed by a drop
+        // running inside `spare_queue`: then the buffer is simply freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_QUEUES {
+                    spare.push(queue);
+                }
+            }
+        });
+    }
+}
+
+/// An empty callback queue: a spare one, or a new one.
+fn spare_queue() -> VecDeque<Callback> {
+    SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| VecDeque::with_capacity(FIRST_QUEUE_CAPACITY))
 }
 
 /// A canceller, its type erased (it is given a `Resolver<T>` of the chain).
@@ -256,7 +342,12 @@ type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
 /// Deferred pauses the chain until that one has a result (`waiting_on`);
 /// the inner chain hands it over through the queue, so nesting of any depth
 /// uses constant stack.
-struct Chain {
+///
+/// The chain ends with its root slot (`root`, a `Cell<Option<T>>` for the
+/// type `T` the root fires with): a value of that type stays there, not in
+/// a box, so a chain whose callbacks keep the root's type allocates nothing
+/// for its values.
+pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
     state: RefCell<ChainState>,
     /// The root fired (or was cancelled).
     fired: Cell<bool>,
@@ -267,6 +358,25 @@ struct Chain {
     created_at: &'static Location<'static>,
     fired_at: Cell<Option<&'static Location<'static>>>,
     canceller: RefCell<Option<Canceller>>,
+    /// The value, while it has the root's type (see [`Value::Root`]).
+    root: R,
+}
+
+/// A chain's root slot, its type erased: a `Cell<Option<T>>`.
+pub(super) trait RootSlot {
+    fn as_any(&self) -> &dyn Any;
+    /// The value, moved into a box (to hand it to another chain).
+    fn take_boxed(&self) -> Option<Box<dyn Any>>;
+}
+
+impl<T: 'static> RootSlot for Cell<Option<T>> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn take_boxed(&self) -> Option<Box<dyn Any>> {
+        self.take().map(erase)
+    }
 }
 
 struct ChainState {
@@ -291,12 +401,16 @@ enum Consumer {
     /// An outer chain waiting on this one (a callback returned it, or
     /// `chain_deferred`).
     Outer(Rc<Chain>),
+    /// A list watching this Deferred as its input at that index
+    /// ([`Deferred::watch`]).
+    Watch(Rc<dyn ErasedWatch>, usize),
     /// The result was taken.
     Done,
 }
 
-impl Job for Chain {
-    fn run(self: Rc<Self>) {
+impl Chain {
+    /// Runs the chain (from the thread's chain queue).
+    pub(super) fn run(self: Rc<Self>) {
         loop {
             let ran = catch_unwind(AssertUnwindSafe(|| self.run_callbacks()));
             match ran {
@@ -311,7 +425,7 @@ impl Job for Chain {
     }
 }
 
-impl Drop for Chain {
+impl<R: ?Sized> Drop for Chain<R> {
     fn drop(&mut self) {
         let state = self.state.get_mut();
         if let Some(Err(failure)) = state.result.take() {
@@ -320,12 +434,16 @@ impl Drop for Chain {
         // Callbacks and an outer chain may own further chains: dropping
         // them in place would recurse once per level. Hand them to the run
         // queue's iterative dropper instead.
-        let callbacks = std::mem::take(&mut state.callbacks);
-        if !callbacks.is_empty() {
+        if state.callbacks.is_empty() {
+            state.callbacks.recycle();
+        } else {
+            let callbacks = std::mem::take(&mut state.callbacks);
             runner::drop_later(Box::new(callbacks));
         }
-        if let Consumer::Outer(outer) = std::mem::replace(&mut state.consumer, Consumer::Done) {
-            runner::drop_later(Box::new(outer));
+        match std::mem::replace(&mut state.consumer, Consumer::Done) {
+            Consumer::Outer(outer) => runner::drop_later(Box::new(outer)),
+            Consumer::Watch(watcher, _) => runner::drop_later(Box::new(watcher)),
+            _ => {}
         }
     }
 }
@@ -334,7 +452,7 @@ impl Drop for Chain {
 /// can be reused for the next value of the same type, except for a
 /// zero-sized `T`, whose `Box<T>` costs no allocation at all.
 #[inline]
-fn erase<T: 'static>(value: T) -> Erased {
+fn erase<T: 'static>(value: T) -> Box<dyn Any> {
     if std::mem::size_of::<T>() == 0 {
         Box::new(value)
     } else {
@@ -342,50 +460,19 @@ fn erase<T: 'static>(value: T) -> Erased {
     }
 }
 
-/// Takes the value out of an erased box, keeping the box (when there is
-/// one) for [`reerase`]. A box of another type is the library's bug,
-/// reported as a failure rather than a panic.
-#[inline(always)]
-fn unerase_keep<T: 'static>(
-    erased: Erased,
-    at: &'static Location<'static>,
-) -> (Outcome<T>, Option<Erased>) {
+/// Takes the value out of an erased box. A box of another type is the
+/// library's bug, reported as a failure rather than a panic.
+#[inline]
+fn unerase<T: 'static>(erased: Box<dyn Any>, at: &'static Location<'static>) -> Outcome<T> {
     if std::mem::size_of::<T>() == 0 {
         return match erased.downcast::<T>() {
-            Ok(boxed) => (Ok(*boxed), None),
-            Err(_) => (Err(type_mix_up(at)), None),
+            Ok(boxed) => Ok(*boxed),
+            Err(_) => Err(type_mix_up(at)),
         };
     }
     match erased.downcast::<Option<T>>() {
-        Ok(mut boxed) => match boxed.take() {
-            Some(value) => (Ok(value), Some(boxed as Erased)),
-            None => (Err(type_mix_up(at)), None),
-        },
-        Err(_) => (Err(type_mix_up(at)), None),
-    }
-}
-
-/// Takes the value out of an erased box.
-#[inline]
-fn unerase<T: 'static>(erased: Erased, at: &'static Location<'static>) -> Outcome<T> {
-    unerase_keep(erased, at).0
-}
-
-/// Erases `value`, into `reuse` when that box held the same type (no
-/// allocation).
-#[inline(always)]
-fn reerase<U: 'static>(reuse: Option<Erased>, value: U) -> Erased {
-    match reuse {
-        Some(mut reuse) if std::mem::size_of::<U>() != 0 => {
-            match reuse.downcast_mut::<Option<U>>() {
-                Some(slot) => {
-                    *slot = Some(value);
-                    reuse
-                }
-                None => erase(value),
-            }
-        }
-        _ => erase(value),
+        Ok(mut boxed) => boxed.take().ok_or_else(|| type_mix_up(at)),
+        Err(_) => Err(type_mix_up(at)),
     }
 }
 
@@ -396,8 +483,9 @@ fn type_mix_up(at: &'static Location<'static>) -> Failure {
 }
 
 impl Chain {
-    fn new(created_at: &'static Location<'static>) -> Rc<Chain> {
-        Rc::new(Chain {
+    /// A chain whose root fires with a `T`.
+    fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<Chain> {
+        let chain: Rc<Chain<Cell<Option<T>>>> = Rc::new(Chain {
             state: RefCell::new(ChainState {
                 result: None,
                 callbacks: Callbacks::default(),
@@ -410,7 +498,52 @@ impl Chain {
             created_at,
             fired_at: Cell::new(None),
             canceller: RefCell::new(None),
-        })
+            root: Cell::new(None),
+        });
+        chain
+    }
+
+    /// The root slot, if the root's type is `T`.
+    #[inline]
+    fn root_of<T: 'static>(&self) -> Option<&Cell<Option<T>>> {
+        self.root.as_any().downcast_ref::<Cell<Option<T>>>()
+    }
+
+    /// Takes a value of type `T` out of the chain's root slot or its box.
+    #[inline]
+    fn take_value<T: 'static>(&self, value: Value) -> Outcome<T> {
+        match value {
+            Value::Root => self
+                .root_of::<T>()
+                .and_then(Cell::take)
+                .ok_or_else(|| type_mix_up(self.created_at)),
+            Value::Boxed(erased) => unerase(erased, self.created_at),
+        }
+    }
+
+    /// Erases a value: into the root slot if it has the root's type (the
+    /// slot is empty then: see [`Value`]), else into a box.
+    #[inline]
+    fn put_value<T: 'static>(&self, value: T) -> Value {
+        match self.root_of::<T>() {
+            Some(slot) => {
+                slot.set(Some(value));
+                Value::Root
+            }
+            None => Value::Boxed(erase(value)),
+        }
+    }
+
+    /// The outcome, with a value in the root slot moved into a box, to hand
+    /// it to another chain.
+    fn detach(&self, outcome: ErasedOutcome) -> ErasedOutcome {
+        match outcome {
+            Ok(Value::Root) => match self.root.take_boxed() {
+                Some(boxed) => Ok(Value::Boxed(boxed)),
+                None => Err(type_mix_up(self.created_at)),
+            },
+            other => other,
+        }
     }
 
     fn already_called(&self) -> AlreadyCalled {
@@ -420,10 +553,10 @@ impl Chain {
         }
     }
 
-    /// Fires the root.
-    fn fire(
+    /// Fires the root with a `T` (the root's type).
+    fn fire<T: 'static>(
         self: &Rc<Self>,
-        outcome: ErasedOutcome,
+        outcome: Outcome<T>,
         at: &'static Location<'static>,
     ) -> Result<(), AlreadyCalled> {
         if self.fired.get() {
@@ -432,6 +565,7 @@ impl Chain {
             }
             return Err(self.already_called());
         }
+        let outcome = outcome.map(|value| self.put_value(value));
         self.fire_unchecked(outcome, at);
         Ok(())
     }
@@ -456,10 +590,13 @@ impl Chain {
             state.result.is_some()
                 && state.waiting_on.is_none()
                 && (!state.callbacks.is_empty()
-                    || matches!(state.consumer, Consumer::Waker(_) | Consumer::Outer(_)))
+                    || matches!(
+                        state.consumer,
+                        Consumer::Waker(_) | Consumer::Outer(_) | Consumer::Watch(..)
+                    ))
         };
         if runnable && !self.scheduled.replace(true) {
-            runner::schedule(Rc::clone(self) as Rc<dyn Job>);
+            runner::schedule(Rc::clone(self));
         }
     }
 
@@ -468,35 +605,41 @@ impl Chain {
     /// again behind it); then hands a final result to the consumer. The
     /// result is held here, not in the chain, while callbacks run.
     fn run_callbacks(self: &Rc<Self>) {
-        let mut outcome = {
+        let first = {
             let mut state = self.state.borrow_mut();
             match state.waiting_on {
                 Some(_) => None,
                 None => state.result.take(),
             }
         };
-        while let Some(current) = outcome.take() {
-            let callback = self.state.borrow_mut().callbacks.pop_front();
-            let Some(callback) = callback else {
-                outcome = Some(current);
-                break;
-            };
-            match callback(current, self.created_at) {
-                Step::Now(next) => outcome = Some(next),
-                Step::Wait(inner) => match self.wait_on(inner) {
-                    Ok(()) => break,
-                    Err(failure) => outcome = Some(Err(failure)),
-                },
+        if let Some(mut current) = first {
+            loop {
+                // One borrow per callback: to take it, or, when none is
+                // left, to put the final result back.
+                let callback = {
+                    let mut state = self.state.borrow_mut();
+                    match state.callbacks.pop_front() {
+                        Some(callback) => callback,
+                        None => {
+                            state.result = Some(current);
+                            break;
+                        }
+                    }
+                };
+                current = match callback(current, self) {
+                    Step::Now(next) => next,
+                    Step::Wait(inner) => match self.wait_on(inner) {
+                        Ok(()) => break,
+                        Err(failure) => Err(failure),
+                    },
+                };
+                if runner::chains_queued() {
+                    // Fairness: what this callback fired runs first.
+                    self.state.borrow_mut().result = Some(current);
+                    runner::requeue(Rc::clone(self));
+                    return;
+                }
             }
-            if runner::chains_queued() {
-                // Fairness: what this callback fired runs first.
-                self.state.borrow_mut().result = outcome;
-                runner::requeue(Rc::clone(self) as Rc<dyn Job>);
-                return;
-            }
-        }
-        if outcome.is_some() {
-            self.state.borrow_mut().result = outcome;
         }
         self.scheduled.set(false);
         self.deliver();
@@ -521,6 +664,15 @@ impl Chain {
                     waker.wake();
                     return;
                 }
+                Consumer::Watch(watcher, index) => {
+                    state.consumer = Consumer::Done;
+                    let outcome = state.result.take();
+                    drop(state);
+                    if let Some(outcome) = outcome {
+                        watcher.arrive_erased(index, outcome, self);
+                    }
+                    return;
+                }
                 other => {
                     state.consumer = other;
                     None
@@ -528,7 +680,7 @@ impl Chain {
             }
         };
         if let Some((outer, outcome)) = handoff {
-            outer.resume(outcome);
+            outer.resume(self.detach(outcome));
         }
     }
 
@@ -561,7 +713,7 @@ impl Chain {
                     state.consumer = Consumer::Outer(Rc::clone(self));
                     false
                 }
-                Consumer::Outer(_) | Consumer::Done => true,
+                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
             }
         };
         if taken {
@@ -578,7 +730,10 @@ impl Chain {
     fn push(self: &Rc<Self>, callback: Callback) {
         {
             let mut state = self.state.borrow_mut();
-            if matches!(state.consumer, Consumer::Done | Consumer::Outer(_)) {
+            if matches!(
+                state.consumer,
+                Consumer::Done | Consumer::Outer(_) | Consumer::Watch(..)
+            ) {
                 // A second consumer: it gets a failure saying so.
                 state.consumer = Consumer::Nobody;
                 let already = AlreadyConsumed {
@@ -607,7 +762,7 @@ impl Chain {
             state.consumer = Consumer::Done;
             erased
         };
-        Some(erased.and_then(|value| unerase(value, self.created_at)))
+        Some(erased.and_then(|value| self.take_value(value)))
     }
 
     /// Whether the result at the tail is there (fired, and no callback
@@ -664,7 +819,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn callback(&self, value: T) -> Result<(), AlreadyCalled> {
-        self.chain.fire(Ok(erase(value)), Location::caller())
+        self.chain.fire(Ok(value), Location::caller())
     }
 
     /// Fires with a failure. A second fire is an [`AlreadyCalled`] error.
@@ -678,7 +833,8 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
-        self.chain.fire(Err(failure.into()), Location::caller())
+        self.chain
+            .fire::<T>(Err(failure.into()), Location::caller())
     }
 
     /// Fires with a value or a failure.
@@ -692,7 +848,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn resolve(&self, outcome: Outcome<T>) -> Result<(), AlreadyCalled> {
-        self.chain.fire(outcome.map(erase), Location::caller())
+        self.chain.fire(outcome, Location::caller())
     }
 
     /// Whether the Deferred has fired (by this handle, a clone of it, or a
@@ -745,7 +901,7 @@ impl<T: 'static> Deferred<T> {
     /// ```
     #[track_caller]
     pub fn new() -> (Resolver<T>, Deferred<T>) {
-        let chain = Chain::new(Location::caller());
+        let chain = Chain::new::<T>(Location::caller());
         (Resolver::of(&chain), Deferred::of(chain))
     }
 
@@ -766,7 +922,7 @@ impl<T: 'static> Deferred<T> {
     pub fn with_canceller(
         canceller: impl FnOnce(&Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
-        let chain = Chain::new(Location::caller());
+        let chain = Chain::new::<T>(Location::caller());
         *chain.canceller.borrow_mut() = Some(Box::new(move |chain: &Rc<Chain>| {
             canceller(&Resolver::of(chain));
         }));
@@ -775,8 +931,9 @@ impl<T: 'static> Deferred<T> {
 
     /// A Deferred already fired with `outcome`, created and fired at `at`.
     fn fired(outcome: Outcome<T>, at: &'static Location<'static>) -> Deferred<T> {
-        let chain = Chain::new(at);
-        chain.fire_unchecked(outcome.map(erase), at);
+        let chain = Chain::new::<T>(at);
+        let outcome = outcome.map(|value| chain.put_value(value));
+        chain.fire_unchecked(outcome, at);
         Deferred::of(chain)
     }
 
@@ -852,19 +1009,90 @@ impl<T: 'static> Deferred<T> {
     #[track_caller]
     fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Link<U> + 'static) -> Deferred<U> {
         self.chain
-            .push(Box::new(move |outcome: ErasedOutcome, created_at| {
-                // Keep the value's box, to reuse it if the type stays the same.
-                let (outcome, reuse) = match outcome {
-                    Ok(erased) => unerase_keep::<T>(erased, created_at),
-                    Err(failure) => (Err(failure), None),
-                };
-                match f(outcome) {
-                    Link::Now(Ok(value)) => Step::Now(Ok(reerase(reuse, value))),
-                    Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                    Link::Wait(inner) => Step::Wait(inner.chain),
+            .push(Box::new(move |outcome: ErasedOutcome, chain: &Chain| {
+                match outcome {
+                    Err(failure) => Step::from_link(chain, f(Err(failure))),
+                    Ok(Value::Root) => {
+                        let Some(slot) = chain.root_of::<T>() else {
+                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                        };
+                        let Some(value) = slot.take() else {
+                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                        };
+                        match f(Ok(value)) {
+                            // The same type as the root's goes back in its
+                            // slot (decided at compile time); another is boxed.
+                            Link::Now(Ok(next)) => {
+                                match (slot as &dyn Any).downcast_ref::<Cell<Option<U>>>() {
+                                    Some(same) => {
+                                        same.set(Some(next));
+                                        Step::Now(Ok(Value::Root))
+                                    }
+                                    None => Step::Now(Ok(Value::Boxed(erase(next)))),
+                                }
+                            }
+                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
+                            Link::Wait(inner) => Step::Wait(inner.chain),
+                        }
+                    }
+                    Ok(Value::Boxed(mut erased)) => {
+                        if std::mem::size_of::<T>() == 0 {
+                            return Step::from_link(chain, f(unerase(erased, chain.created_at)));
+                        }
+                        // Take the value out of its box and keep the box, to
+                        // put the next value in if it has the same type
+                        // (decided at compile time: no second dynamic check).
+                        let Some(slot) = erased.downcast_mut::<Option<T>>() else {
+                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                        };
+                        let Some(value) = slot.take() else {
+                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                        };
+                        match f(Ok(value)) {
+                            Link::Now(Ok(next)) => {
+                                match (slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+                                    Some(same) if std::mem::size_of::<U>() != 0 => {
+                                        *same = Some(next);
+                                        Step::Now(Ok(Value::Boxed(erased)))
+                                    }
+                                    _ => Step::Now(Ok(chain.put_value(next))),
+                                }
+                            }
+                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
+                            Link::Wait(inner) => Step::Wait(inner.chain),
+                        }
+                    }
                 }
             }));
         Deferred::of(self.chain)
+    }
+
+    /// Watches this Deferred for a list: its outcome (after its callbacks)
+    /// goes to `watcher` with `index`, as to any other consumer, without
+    /// an allocation. The returned handle cancels it.
+    pub(super) fn watch<W: Watch<Input = T>>(self, watcher: Rc<W>, index: usize) -> Watched {
+        let taken = {
+            let mut state = self.chain.state.borrow_mut();
+            match state.consumer {
+                Consumer::Nobody | Consumer::Waker(_) => {
+                    state.consumer =
+                        Consumer::Watch(Rc::clone(&watcher) as Rc<dyn ErasedWatch>, index);
+                    false
+                }
+                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
+            }
+        };
+        if taken {
+            watcher.arrive(
+                index,
+                Err(Failure::new(AlreadyConsumed {
+                    created_at: self.chain.created_at,
+                })),
+            );
+        } else {
+            self.chain.wake();
+        }
+        Watched { chain: self.chain }
     }
 
     /// Adds a callback: `f` gets the value and returns the next link's
@@ -1065,10 +1293,34 @@ impl<T: 'static> Deferred<T> {
     }
 }
 
+/// A Deferred a list watches ([`Deferred::watch`]), kept to cancel it.
+pub(super) struct Watched {
+    chain: Rc<Chain>,
+}
+
+impl Watched {
+    /// Cancels the watched Deferred ([`Deferred::cancel`]).
+    #[track_caller]
+    pub(super) fn cancel(&self) {
+        self.chain.cancel(Location::caller());
+    }
+}
+
 /// What a typed link hands on: a result now, or a Deferred to wait for.
 enum Link<U: 'static> {
     Now(Outcome<U>),
     Wait(Deferred<U>),
+}
+
+impl Step {
+    /// The erased form of a link's step.
+    #[inline]
+    fn from_link<U: 'static>(chain: &Chain, link: Link<U>) -> Step {
+        match link {
+            Link::Now(outcome) => Step::Now(outcome.map(|value| chain.put_value(value))),
+            Link::Wait(inner) => Step::Wait(inner.chain),
+        }
+    }
 }
 
 impl<T: 'static> Future for Deferred<T> {
@@ -1087,7 +1339,7 @@ impl<T: 'static> Future for Deferred<T> {
                     *w = cx.waker().clone();
                 }
             }
-            Consumer::Outer(_) | Consumer::Done => {
+            Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => {
                 return Poll::Ready(Err(Failure::new(AlreadyConsumed {
                     created_at: chain.created_at,
                 })))

@@ -10,9 +10,10 @@
 use std::cell::{Cell, RefCell};
 use std::error::Error;
 use std::fmt;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
-use super::deferred::{Deferred, Outcome, Resolver};
+use super::deferred::{Deferred, Outcome, Resolver, Watch, Watched};
 use super::failure::Failure;
 
 /// The Deferred at `index` failed first ([`DeferredList::fire_on_one_errback`],
@@ -217,7 +218,7 @@ impl<T: 'static> DeferredList<T> {
                 };
                 results[index] = Some(outcome);
                 *left -= 1;
-                (*left == 0).then(|| Ok(std::mem::take(results).into_iter().flatten().collect()))
+                (*left == 0).then(|| Ok(all_present(results)))
             },
             Ok(Vec::new()),
             mode,
@@ -304,7 +305,7 @@ pub fn gather_results<T: 'static>(inputs: Vec<Deferred<T>>) -> Deferred<Vec<T>> 
             Ok(value) => {
                 values[index] = Some(value);
                 *left -= 1;
-                (*left == 0).then(|| Ok(std::mem::take(values).into_iter().flatten().collect()))
+                (*left == 0).then(|| Ok(all_present(values)))
             }
             Err(failure) => Some(Err(Failure::new(FirstError { index, failure }))),
         },
@@ -360,6 +361,13 @@ pub fn race<T: 'static>(inputs: Vec<Deferred<T>>) -> Deferred<(usize, T)> {
     )
 }
 
+/// The values, in order, once every one is there.
+fn all_present<V>(values: &mut Vec<Option<V>>) -> Vec<V> {
+    let mut all = Vec::with_capacity(values.len());
+    all.extend(std::mem::take(values).into_iter().flatten());
+    all
+}
+
 /// Collects the failures (all present once every input failed).
 fn group(failures: &mut [Option<Failure>]) -> Failure {
     let failures = failures.iter_mut().filter_map(Option::take).collect();
@@ -392,10 +400,10 @@ struct Control {
     /// Set by the output's canceller: whatever arrives from then on is
     /// dropped silently.
     cancelling: Cell<bool>,
-    /// The links watching each input. Cancelling a link forwards the cancel
-    /// to its input through a weak reference, so holding them makes no
-    /// cycle either.
-    links: RefCell<Vec<Deferred<()>>>,
+    /// The inputs, watched (to cancel them). An input that has not fired
+    /// holds the list's shared state as its consumer, until it fires or is
+    /// cancelled.
+    links: RefCell<Vec<Watched>>,
     /// The input that won (`cancel_others` mode), to cancel the inputs
     /// watched after it when it won during construction.
     winner: Cell<Option<usize>>,
@@ -419,12 +427,13 @@ impl Control {
     }
 }
 
-struct Shared<S, U: 'static, F> {
-    state: RefCell<S>,
-    on_outcome: RefCell<F>,
+struct Shared<T, S, U: 'static, F> {
+    /// The combinator's state and its function of each outcome.
+    state: RefCell<(S, F)>,
     output: Resolver<U>,
     control: Rc<Control>,
     mode: Mode,
+    input: PhantomData<fn(T)>,
 }
 
 /// The shared engine: watches every input with `on_outcome(state, index,
@@ -457,19 +466,15 @@ where
         return result;
     }
     let shared = Rc::new(Shared {
-        state: RefCell::new(state),
-        on_outcome: RefCell::new(on_outcome),
+        state: RefCell::new((state, on_outcome)),
         output,
         control: Rc::clone(&control),
         mode,
+        input: PhantomData,
     });
     let mut links = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.into_iter().enumerate() {
-        let shared = Rc::clone(&shared);
-        links.push(input.add_both(move |outcome| {
-            shared.arrive(index, outcome);
-            Ok(())
-        }));
+        links.push(input.watch(Rc::clone(&shared), index));
     }
     *control.links.borrow_mut() = links;
     if let Some(winner) = control.winner.get() {
@@ -480,11 +485,16 @@ where
     result
 }
 
-impl<S, U: 'static, F> Shared<S, U, F> {
-    fn arrive<T>(&self, index: usize, outcome: Outcome<T>)
-    where
-        F: FnMut(&mut S, usize, Outcome<T>) -> Option<Outcome<U>>,
-    {
+impl<T, S, U, F> Watch for Shared<T, S, U, F>
+where
+    T: 'static,
+    U: 'static,
+    S: 'static,
+    F: FnMut(&mut S, usize, Outcome<T>) -> Option<Outcome<U>> + 'static,
+{
+    type Input = T;
+
+    fn arrive(&self, index: usize, outcome: Outcome<T>) {
         if self.control.cancelling.get() {
             return;
         }
@@ -498,8 +508,8 @@ impl<S, U: 'static, F> Shared<S, U, F> {
         }
         let fire = {
             let mut state = self.state.borrow_mut();
-            let mut on_outcome = self.on_outcome.borrow_mut();
-            (*on_outcome)(&mut *state, index, outcome)
+            let (state, on_outcome) = &mut *state;
+            on_outcome(state, index, outcome)
         };
         if let Some(result) = fire {
             let won = result.is_ok();

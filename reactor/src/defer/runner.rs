@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::thread::{self, ThreadId};
 
-/// Something a queue can run: a Deferred handing its result to its
-/// consumer, or a task to poll.
+use super::deferred::Chain;
+
+/// A task to poll (the chain queue holds Deferred chains themselves).
 pub(crate) trait Job {
     fn run(self: Rc<Self>);
 
@@ -45,7 +46,7 @@ pub(crate) trait Job {
 
 thread_local! {
     /// Deferred chain jobs, drained synchronously.
-    static QUEUE: RefCell<VecDeque<Rc<dyn Job>>> = RefCell::new(VecDeque::new());
+    static QUEUE: RefCell<VecDeque<Rc<Chain>>> = const { RefCell::new(VecDeque::new()) };
     static DRAINING: Cell<bool> = const { Cell::new(false) };
     /// How many chain jobs `QUEUE` holds (read on every callback, so kept
     /// where it costs no borrow).
@@ -95,9 +96,36 @@ pub(crate) fn drop_later(value: Box<dyn std::any::Any>) {
 
 /// Queues a Deferred chain job, and runs the chain queue unless it is
 /// already running further up the stack.
-pub(crate) fn schedule(job: Rc<dyn Job>) {
-    requeue(job);
-    drain();
+///
+/// When nothing is draining and nothing is queued (the common case: a
+/// Deferred fired from outside any callback), the job runs at once instead
+/// of going through the queue: the same order a queue of one would give.
+pub(super) fn schedule(job: Rc<Chain>) {
+    if QUEUED.with(Cell::get) != 0 || DRAINING.with(|d| d.replace(true)) {
+        requeue(job);
+        drain();
+        return;
+    }
+    let _reset = ResetDraining;
+    job.run();
+    drain_queue();
+}
+
+/// Clears `DRAINING` when a drain ends, unwinding included.
+struct ResetDraining;
+
+impl Drop for ResetDraining {
+    fn drop(&mut self) {
+        DRAINING.with(|d| d.set(false));
+    }
+}
+
+/// Runs chain jobs until the queue is empty (the caller set `DRAINING`).
+fn drain_queue() {
+    while let Some(job) = QUEUE.with(|q| q.borrow_mut().pop_front()) {
+        QUEUED.with(|n| n.set(n.get() - 1));
+        job.run();
+    }
 }
 
 /// Queues a task poll without running anything (wakers may be called while
@@ -113,17 +141,8 @@ pub(crate) fn drain() {
     if DRAINING.with(|d| d.replace(true)) {
         return;
     }
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            DRAINING.with(|d| d.set(false));
-        }
-    }
-    let _reset = Reset;
-    while let Some(job) = QUEUE.with(|q| q.borrow_mut().pop_front()) {
-        QUEUED.with(|n| n.set(n.get() - 1));
-        job.run();
-    }
+    let _reset = ResetDraining;
+    drain_queue();
 }
 
 /// Runs chain jobs, then polls the tasks that are queued now (not those
@@ -341,7 +360,7 @@ pub(crate) fn chains_queued() -> bool {
 
 /// Queues a chain job again, behind what is queued, without draining (the
 /// caller runs inside the drain).
-pub(crate) fn requeue(job: Rc<dyn Job>) {
+pub(super) fn requeue(job: Rc<Chain>) {
     QUEUE.with(|q| q.borrow_mut().push_back(job));
     QUEUED.with(|n| n.set(n.get() + 1));
 }
