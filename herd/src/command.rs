@@ -168,6 +168,18 @@ pub struct AtLine<'a> {
 }
 
 impl AtLine<'_> {
+    /// The length of [`write_canonical`](Self::write_canonical)'s output.
+    pub fn canonical_len(&self) -> usize {
+        let fields = [
+            self.server,
+            self.diff,
+            self.client,
+            self.location,
+            self.time,
+        ];
+        2 + fields.iter().map(|f| 1 + f.len()).sum::<usize>()
+    }
+
     /// Appends the line in its canonical form (single spaces, no line end)
     /// to `out`. Servers store and forward this form, so that every server
     /// compares the same bytes when it breaks a tie between equal times.
@@ -766,12 +778,14 @@ mod tests {
         let mut out = Vec::new();
         at.write_canonical(&mut out);
         assert_eq!(out, line);
+        assert_eq!(at.canonical_len(), out.len());
         let Ok(Command::At(spaced)) = parse(b" AT\tAlford  -1.5 k +1+1 2 ") else {
             panic!("valid AT");
         };
         out.clear();
         spaced.write_canonical(&mut out);
         assert_eq!(out, b"AT Alford -1.5 k +1+1 2");
+        assert_eq!(spaced.canonical_len(), out.len());
         assert_eq!(parse(b"AT s 0.1 k +1+1 2"), Err(ParseError::BadDiff));
         assert_eq!(parse(b"AT s +x k +1+1 2"), Err(ParseError::BadDiff));
         assert_eq!(parse(b"AT s +1 k 1+1 2"), Err(ParseError::BadLocation));

@@ -551,7 +551,7 @@ impl Factory for DialFactory {
                 line: None,
             },
             PeerLinks::Insecure => Role::Link {
-                neighbour: self.neighbour.clone(),
+                neighbour: self.neighbour.as_str().into(),
                 dialled: true,
             },
         };

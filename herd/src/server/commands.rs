@@ -86,7 +86,7 @@ impl Server {
                 }
                 Some(neighbour) => {
                     *conn.role.borrow_mut() = Role::Link {
-                        neighbour: neighbour.clone(),
+                        neighbour: neighbour.as_str().into(),
                         dialled: false,
                     };
                     if let Some(ctx) = ctx {

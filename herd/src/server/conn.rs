@@ -34,8 +34,9 @@ pub(crate) enum Role {
         dialled: bool,
         line: Option<Vec<u8>>,
     },
-    /// A link to `neighbour`, opened by us (`dialled`) or by it.
-    Link { neighbour: String, dialled: bool },
+    /// A link to `neighbour`, opened by us (`dialled`) or by it (the name
+    /// is shared: every line on a link reads the role).
+    Link { neighbour: Rc<str>, dialled: bool },
 }
 
 /// One connection's state, shared by its line handler, its Places

@@ -135,7 +135,7 @@ impl Server {
                 conn.peer
             ));
             *conn.role.borrow_mut() = Role::Link {
-                neighbour: neighbour.clone(),
+                neighbour: neighbour.as_str().into(),
                 dialled,
             };
             self.links.register(self, conn, &neighbour, dialled);

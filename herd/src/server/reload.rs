@@ -129,7 +129,7 @@ impl Server {
             )));
         }
         current.replace(creds.clone());
-        let links: Vec<(Rc<Conn>, String, bool)> = self
+        let links: Vec<(Rc<Conn>, Rc<str>, bool)> = self
             .conns
             .borrow()
             .values()
@@ -159,7 +159,7 @@ impl Server {
                 None => Err(PkiError::new("the link presented no certificate")),
             };
             match verdict {
-                Ok(()) => report.kept.push(neighbour),
+                Ok(()) => report.kept.push(neighbour.to_string()),
                 Err(e) => {
                     self.log.entry(format_args!(
                         "link to {neighbour} ({}): its certificate does not verify under the \
@@ -167,7 +167,7 @@ impl Server {
                         conn.peer
                     ));
                     conn.close();
-                    report.closed.push(neighbour);
+                    report.closed.push(neighbour.to_string());
                 }
             }
         }
