@@ -71,6 +71,13 @@
 //!   iteration reach a socket**, and once at the end of every iteration
 //!   ([`Reactor::before_writes`]): a log flushed there is never behind
 //!   what was sent.
+//! - **A transport's write source runs at every flush of it**, after the
+//!   `before_writes` hooks and before the socket write, and before a
+//!   `lose_connection` or `half_close` takes effect
+//!   ([`Transport::set_write_source`], [`Transport::request_flush`]): a
+//!   layer can gather a callback's writes into one unit (TLS: one record per
+//!   flush) without delaying them past the flush. Tested in
+//!   `reactor/tests/write_source.rs`.
 //! - **A reset after EOF is noticed**: it closes the connection with the
 //!   error.
 //! - **A descriptor of your own is edge-triggered too**: a

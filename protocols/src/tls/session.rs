@@ -17,8 +17,14 @@
 //! One `TlsTransport` owns the machine, the inner protocol and the TCP
 //! transport. The outer protocol ([`TlsProtocol`] or [`StartTls`]) is what
 //! the reactor calls. The inner protocol's transport is the `TlsTransport`
-//! itself: its writes are encrypted at once and the records written to the
-//! TCP transport, so flow control is the TCP transport's.
+//! itself. Its writes are gathered until the loop flushes the TCP
+//! transport and encrypted then, as one record (as few as their size needs:
+//! at most 16 KiB of plaintext waits, a record's worth), from the TCP
+//! transport's write source ([`Transport::set_write_source`]); a TCP
+//! backend without write sources gets each write encrypted at once. The
+//! gathered bytes count in [`buffered_len`](Transport::buffered_len), a
+//! close encrypts them before its `close_notify`, an abort drops them; flow
+//! control is the TCP transport's.
 //!
 //! The transport's methods never call the inner protocol (the
 //! [`TransportBackend`] contract); the inner protocol is called only from
