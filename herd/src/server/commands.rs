@@ -35,11 +35,7 @@ impl Server {
                     // A keep-alive: counted by the heartbeat, not logged.
                     return;
                 }
-                self.log.entry(format_args!(
-                    "received from {neighbour} ({}): {}",
-                    conn.peer_text,
-                    Escaped(line)
-                ));
+                // Logged by `link_line`, with what became of it.
                 self.link_line(conn, &neighbour, line);
             }
             Role::Claimed { .. } | Role::Verifying { .. } => {
@@ -168,7 +164,23 @@ impl Server {
             &mut at_line,
         );
         let location = Location::new(&at_line[..], iamat.time_ns, iamat.coordinates);
-        self.offer(iamat.client, location, None);
+        let mut sent_to = self.flood_scratch.take();
+        sent_to.clear();
+        if self.offer(iamat.client, location, None, &mut sent_to) {
+            // The flood's line is shown here: it was never received.
+            self.log.entry(format_args!(
+                "new location for {}, sent to {}: {}",
+                Escaped(iamat.client),
+                Flooded(&sent_to),
+                Escaped(&at_line)
+            ));
+        } else {
+            self.log.entry(format_args!(
+                "not newer than the stored location for {}: not stored nor forwarded",
+                Escaped(iamat.client)
+            ));
+        }
+        self.flood_scratch.replace(sent_to);
         at_line.push(b'\n');
         conn.push_ready(at_line);
     }
@@ -253,17 +265,48 @@ impl Server {
         }));
     }
 
+    /// A line from a neighbour: processed, then logged as one entry that
+    /// says what became of it, the line last (HERD.md's "every line
+    /// received", and the flood it caused, in one entry):
+    ///
+    /// `received from Ball (127.0.0.1:5001), stored and sent to Welsh
+    /// (127.0.0.1:5004): AT ...`, `..., not newer than the stored location
+    /// (dropped): AT ...`, `..., ignored (why): LINE`.
     pub(super) fn link_line(&self, conn: &Rc<Conn>, neighbour: &str, line: &[u8]) {
+        let peer = &conn.peer_text;
         match command::parse(line) {
             Ok(Command::At(at)) => {
                 let now_ns = command::unix_nanos((self.options.wall_clock)());
                 match self.refuse_location(at.client, at.time_ns, now_ns) {
-                    None => self.offer(at.client, Location::from_at(&at), Some(neighbour)),
+                    None => {
+                        let mut sent_to = self.flood_scratch.take();
+                        sent_to.clear();
+                        let stored = self.offer(
+                            at.client,
+                            Location::from_at(&at),
+                            Some(neighbour),
+                            &mut sent_to,
+                        );
+                        if stored {
+                            self.log.entry(format_args!(
+                                "received from {neighbour} ({peer}), stored and sent to {}: {}",
+                                Flooded(&sent_to),
+                                Escaped(line)
+                            ));
+                        } else {
+                            self.log.entry(format_args!(
+                                "received from {neighbour} ({peer}), not newer than the stored \
+                                 location (dropped): {}",
+                                Escaped(line)
+                            ));
+                        }
+                        self.flood_scratch.replace(sent_to);
+                    }
                     Some(why) => {
                         self.metrics.count(Counter::AtReceivedRefused);
                         self.log.entry(format_args!(
-                            "ignored an AT from neighbour {neighbour} ({}): {why}",
-                            conn.peer
+                            "received from {neighbour} ({peer}), ignored an AT ({why}): {}",
+                            Escaped(line)
                         ))
                     }
                 }
@@ -271,23 +314,31 @@ impl Server {
             Ok(_) => {
                 self.metrics.count(Counter::LinkLineIgnored);
                 self.log.entry(format_args!(
-                    "ignored a line from neighbour {neighbour} ({}): not an AT line",
-                    conn.peer
+                    "received from {neighbour} ({peer}), ignored (not an AT line): {}",
+                    Escaped(line)
                 ))
             }
             Err(e) => {
                 self.metrics.count(Counter::LinkLineIgnored);
                 self.log.entry(format_args!(
-                    "ignored a line from neighbour {neighbour} ({}): {e}",
-                    conn.peer
+                    "received from {neighbour} ({peer}), ignored ({e}): {}",
+                    Escaped(line)
                 ))
             }
         }
     }
 
     /// Stores `location` if it is newer, and floods it to every neighbour
-    /// but `from`.
-    pub(super) fn offer(&self, client: &[u8], location: Location, from: Option<&str>) {
+    /// but `from`, appending the neighbours it was sent to now to
+    /// `sent_to`. Returns whether it was stored. The caller logs the
+    /// outcome (`link_line`, `iamat`).
+    pub(super) fn offer(
+        &self,
+        client: &[u8],
+        location: Location,
+        from: Option<&str>,
+        sent_to: &mut String,
+    ) -> bool {
         // The line the store keeps, shared with the flood (not copied).
         let line = location.shared_line();
         let client_time_ns = location.time_ns();
@@ -322,34 +373,22 @@ impl Server {
                 stored_at_ns: command::unix_nanos((self.options.wall_clock)()),
                 from_client: from.is_none(),
             });
-            // One entry for the store and the whole flood. A neighbour's AT
-            // line was just logged as received, so it is named, not
-            // repeated; an IAMAT's AT line is new here, so it is shown.
-            let mut sent_to = self.flood_scratch.take();
-            sent_to.clear();
-            self.links.flood(&line, seq, from, &mut sent_to);
-            let sent_to_text = if sent_to.is_empty() {
-                "no neighbour now"
-            } else {
-                sent_to.as_str()
-            };
-            match from {
-                Some(_) => self.log.entry(format_args!(
-                    "new location for {}, sent to {sent_to_text}",
-                    Escaped(client),
-                )),
-                None => self.log.entry(format_args!(
-                    "new location for {}, sent to {sent_to_text}: {}",
-                    Escaped(client),
-                    Escaped(&line)
-                )),
-            }
-            self.flood_scratch.replace(sent_to);
+            self.links.flood(&line, seq, from, sent_to);
+        }
+        stored
+    }
+}
+
+/// The neighbours a flood was written to, as `offer` listed them, or
+/// `no neighbour now`.
+struct Flooded<'a>(&'a str);
+
+impl std::fmt::Display for Flooded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("no neighbour now")
         } else {
-            self.log.entry(format_args!(
-                "not newer than the stored location for {}: not stored nor forwarded",
-                Escaped(client)
-            ));
+            f.write_str(self.0)
         }
     }
 }

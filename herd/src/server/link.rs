@@ -33,10 +33,11 @@
 //!   buffer to drain and then sends every location stored since (the one
 //!   skipped included), not the whole store. Logged once per episode.
 //! - **Logging.** HERD.md asks for every line sent to be logged; a live
-//!   flood is one entry for all the neighbours it was written to (the
-//!   server's `offer` writes it: `new location for C, sent to Ball (...),
-//!   Welsh (...)`, after the line itself was logged as received or
-//!   answered). A catch-up is logged as a summary, when it
+//!   flood is logged in one entry that names all the neighbours it was
+//!   written to and shows the line once (`received from Hamilton (...),
+//!   stored and sent to Ball (...), Welsh (...): AT ...`, or at the IAMAT's
+//!   server `new location for C, sent to ...: AT ...`; see the server's
+//!   `commands.rs`). A catch-up is logged as a summary, when it
 //!   starts (why, from which sequence number, how large the store is) and
 //!   when it ends (how many locations and bytes, how long): a 200,000-client
 //!   store would otherwise write 200,000 log lines per link-up, itself a
