@@ -252,7 +252,9 @@ enum Step {
 #[derive(Default)]
 struct Callbacks {
     first: Option<Callback>,
-    rest: VecDeque<Callback>,
+    /// Boxed, so that a chain with at most one callback (most of them)
+    /// pays one word for it, not a whole `VecDeque`.
+    rest: Option<Box<VecDeque<Callback>>>,
 }
 
 /// How many spare callback queues a thread keeps.
@@ -265,19 +267,18 @@ const FIRST_QUEUE_CAPACITY: usize = 16;
 
 thread_local! {
     /// Empty callback queues, with their buffers, for the next chains.
-    static SPARE: RefCell<Vec<VecDeque<Callback>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Box<VecDeque<Callback>>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Callbacks {
     #[inline]
     fn push_back(&mut self, callback: Callback) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.is_empty() {
             self.first = Some(callback);
         } else {
-            if self.rest.capacity() == 0 {
-                self.rest = spare_queue();
-            }
-            self.rest.push_back(callback);
+            self.rest
+                .get_or_insert_with(spare_queue)
+                .push_back(callback);
         }
     }
 
@@ -285,22 +286,23 @@ impl Callbacks {
     fn pop_front(&mut self) -> Option<Callback> {
         match self.first.take() {
             Some(first) => Some(first),
-            None => self.rest.pop_front(),
+            None => self.rest.as_mut()?.pop_front(),
         }
     }
 
     #[inline]
     fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
     }
 
     /// Gives an empty queue's buffer back to the thread's stock.
     fn recycle(&mut self) {
-        let cap = self.rest.capacity();
-        if cap == 0 || cap > SPARE_QUEUE_CAPACITY || !self.rest.is_empty() {
+        let Some(queue) = self.rest.take() else {
+            return;
+        };
+        if queue.capacity() > SPARE_QUEUE_CAPACITY || !queue.is_empty() {
             return;
         }
-        let queue = std::mem::take(&mut self.rest);
         // The thread's storage may be going away, or borrowed by a drop
         // running inside `spare_queue`: then the buffer is simply freed.
         let _ = SPARE.try_with(|spare| {
@@ -314,12 +316,12 @@ impl Callbacks {
 }
 
 /// An empty callback queue: a spare one, or a new one.
-fn spare_queue() -> VecDeque<Callback> {
+fn spare_queue() -> Box<VecDeque<Callback>> {
     SPARE
         .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
         .ok()
         .flatten()
-        .unwrap_or_else(|| VecDeque::with_capacity(FIRST_QUEUE_CAPACITY))
+        .unwrap_or_else(|| Box::new(VecDeque::with_capacity(FIRST_QUEUE_CAPACITY)))
 }
 
 /// A canceller, its type erased (it is given a `Resolver<T>` of the chain).
@@ -357,7 +359,7 @@ pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
     suppress_already_called: Cell<bool>,
     created_at: &'static Location<'static>,
     fired_at: Cell<Option<&'static Location<'static>>>,
-    canceller: RefCell<Option<Canceller>>,
+    canceller: Cell<Option<Canceller>>,
     /// The value, while it has the root's type (see [`Value::Root`]).
     root: R,
 }
@@ -381,15 +383,46 @@ impl<T: 'static> RootSlot for Cell<Option<T>> {
 
 struct ChainState {
     /// The result at the head of `callbacks` (at the tail when none are
-    /// left); `None` before firing, while a callback runs, while waiting on
-    /// an inner Deferred, and once consumed.
-    result: Option<ErasedOutcome>,
+    /// left), or the Deferred the chain waits on.
+    head: Head,
     callbacks: Callbacks,
-    /// The Deferred a callback returned, until it hands its result here:
-    /// `cancel` is forwarded there.
-    waiting_on: Option<Weak<Chain>>,
     /// Who gets the result once no callback is left.
     consumer: Consumer,
+}
+
+/// What is at the head of a chain's callbacks.
+enum Head {
+    /// Nothing: before firing, while a callback runs, and once consumed.
+    Empty,
+    /// The result.
+    Ready(ErasedOutcome),
+    /// The Deferred a callback returned, until it hands its result here:
+    /// `cancel` is forwarded there.
+    Waiting(Weak<Chain>),
+}
+
+impl Head {
+    /// Takes the result, if it is there.
+    #[inline]
+    fn take_ready(&mut self) -> Option<ErasedOutcome> {
+        match std::mem::replace(self, Head::Empty) {
+            Head::Ready(outcome) => Some(outcome),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    #[inline]
+    fn is_ready(&self) -> bool {
+        matches!(self, Head::Ready(_))
+    }
+
+    #[inline]
+    fn is_waiting(&self) -> bool {
+        matches!(self, Head::Waiting(_))
+    }
 }
 
 enum Consumer {
@@ -418,7 +451,7 @@ impl Chain {
                 Err(payload) => {
                     // The callback that panicked took the result with it.
                     let failure = Failure::new(Panicked::from_payload(&*payload));
-                    self.state.borrow_mut().result = Some(Err(failure));
+                    self.state.borrow_mut().head = Head::Ready(Err(failure));
                 }
             }
         }
@@ -428,7 +461,7 @@ impl Chain {
 impl<R: ?Sized> Drop for Chain<R> {
     fn drop(&mut self) {
         let state = self.state.get_mut();
-        if let Some(Err(failure)) = state.result.take() {
+        if let Head::Ready(Err(failure)) = std::mem::replace(&mut state.head, Head::Empty) {
             log::error!("Unhandled error in Deferred: {}", failure.describe());
         }
         // Callbacks and an outer chain may own further chains: dropping
@@ -487,9 +520,8 @@ impl Chain {
     fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<Chain> {
         let chain: Rc<Chain<Cell<Option<T>>>> = Rc::new(Chain {
             state: RefCell::new(ChainState {
-                result: None,
+                head: Head::Empty,
                 callbacks: Callbacks::default(),
-                waiting_on: None,
                 consumer: Consumer::Nobody,
             }),
             fired: Cell::new(false),
@@ -497,7 +529,7 @@ impl Chain {
             suppress_already_called: Cell::new(false),
             created_at,
             fired_at: Cell::new(None),
-            canceller: RefCell::new(None),
+            canceller: Cell::new(None),
             root: Cell::new(None),
         });
         chain
@@ -573,12 +605,12 @@ impl Chain {
     fn fire_unchecked(self: &Rc<Self>, mut outcome: ErasedOutcome, at: &'static Location<'static>) {
         self.fired.set(true);
         self.fired_at.set(Some(at));
-        let canceller = self.canceller.borrow_mut().take();
+        let canceller = self.canceller.take();
         drop(canceller);
         if let Err(failure) = &mut outcome {
             failure.note_locations(self.created_at, Some(at));
         }
-        self.state.borrow_mut().result = Some(outcome);
+        self.state.borrow_mut().head = Head::Ready(outcome);
         self.wake();
     }
 
@@ -587,8 +619,7 @@ impl Chain {
     fn wake(self: &Rc<Self>) {
         let runnable = {
             let state = self.state.borrow();
-            state.result.is_some()
-                && state.waiting_on.is_none()
+            state.head.is_ready()
                 && (!state.callbacks.is_empty()
                     || matches!(
                         state.consumer,
@@ -605,13 +636,7 @@ impl Chain {
     /// again behind it); then hands a final result to the consumer. The
     /// result is held here, not in the chain, while callbacks run.
     fn run_callbacks(self: &Rc<Self>) {
-        let first = {
-            let mut state = self.state.borrow_mut();
-            match state.waiting_on {
-                Some(_) => None,
-                None => state.result.take(),
-            }
-        };
+        let first = self.state.borrow_mut().head.take_ready();
         if let Some(mut current) = first {
             loop {
                 // One borrow per callback: to take it, or, when none is
@@ -621,7 +646,7 @@ impl Chain {
                     match state.callbacks.pop_front() {
                         Some(callback) => callback,
                         None => {
-                            state.result = Some(current);
+                            state.head = Head::Ready(current);
                             break;
                         }
                     }
@@ -635,7 +660,7 @@ impl Chain {
                 };
                 if runner::chains_queued() {
                     // Fairness: what this callback fired runs first.
-                    self.state.borrow_mut().result = Some(current);
+                    self.state.borrow_mut().head = Head::Ready(current);
                     runner::requeue(Rc::clone(self));
                     return;
                 }
@@ -650,13 +675,13 @@ impl Chain {
     fn deliver(self: &Rc<Self>) {
         let handoff = {
             let mut state = self.state.borrow_mut();
-            if state.result.is_none() || !state.callbacks.is_empty() || state.waiting_on.is_some() {
+            if !state.head.is_ready() || !state.callbacks.is_empty() {
                 return;
             }
             match std::mem::replace(&mut state.consumer, Consumer::Nobody) {
                 Consumer::Outer(outer) => {
                     state.consumer = Consumer::Done;
-                    state.result.take().map(|outcome| (outer, outcome))
+                    state.head.take_ready().map(|outcome| (outer, outcome))
                 }
                 Consumer::Waker(waker) => {
                     drop(state);
@@ -666,7 +691,7 @@ impl Chain {
                 }
                 Consumer::Watch(watcher, index) => {
                     state.consumer = Consumer::Done;
-                    let outcome = state.result.take();
+                    let outcome = state.head.take_ready();
                     drop(state);
                     if let Some(outcome) = outcome {
                         watcher.arrive_erased(index, outcome, self);
@@ -687,9 +712,7 @@ impl Chain {
     /// An inner chain this one waited on has its result.
     fn resume(self: &Rc<Self>, outcome: ErasedOutcome) {
         {
-            let mut state = self.state.borrow_mut();
-            state.waiting_on = None;
-            state.result = Some(outcome);
+            self.state.borrow_mut().head = Head::Ready(outcome);
         }
         self.wake();
     }
@@ -721,7 +744,7 @@ impl Chain {
                 created_at: inner.created_at,
             }));
         }
-        self.state.borrow_mut().waiting_on = Some(Rc::downgrade(&inner));
+        self.state.borrow_mut().head = Head::Waiting(Rc::downgrade(&inner));
         inner.wake();
         Ok(())
     }
@@ -739,7 +762,7 @@ impl Chain {
                 let already = AlreadyConsumed {
                     created_at: self.created_at,
                 };
-                state.result = Some(Err(Failure::new(already)));
+                state.head = Head::Ready(Err(Failure::new(already)));
             }
             state.callbacks.push_back(callback);
         }
@@ -753,12 +776,12 @@ impl Chain {
         let erased = {
             let mut state = self.state.borrow_mut();
             if !state.callbacks.is_empty()
-                || state.waiting_on.is_some()
+                || state.head.is_waiting()
                 || !matches!(state.consumer, Consumer::Nobody | Consumer::Waker(_))
             {
                 return None;
             }
-            let erased = state.result.take()?;
+            let erased = state.head.take_ready()?;
             state.consumer = Consumer::Done;
             erased
         };
@@ -771,31 +794,29 @@ impl Chain {
         let state = self.state.borrow();
         self.fired.get()
             && state.callbacks.is_empty()
-            && state.waiting_on.is_none()
+            && !state.head.is_waiting()
             && !self.scheduled.get()
-            && (state.result.is_some() || matches!(state.consumer, Consumer::Done))
+            && (state.head.is_ready() || matches!(state.consumer, Consumer::Done))
     }
 
     fn cancel(self: &Rc<Self>, at: &'static Location<'static>) {
         if self.fired.get() {
             // Fired: cancel what the chain waits on, if anything (after the
             // canceller of a Deferred that `chain_deferred` feeds).
-            let canceller = self.canceller.borrow_mut().take();
+            let canceller = self.canceller.take();
             if let Some(canceller) = canceller {
                 canceller(self);
             }
-            let inner = self
-                .state
-                .borrow()
-                .waiting_on
-                .as_ref()
-                .and_then(Weak::upgrade);
+            let inner = match &self.state.borrow().head {
+                Head::Waiting(inner) => inner.upgrade(),
+                _ => None,
+            };
             if let Some(inner) = inner {
                 inner.cancel(at);
             }
             return;
         }
-        let canceller = self.canceller.borrow_mut().take();
+        let canceller = self.canceller.take();
         if let Some(canceller) = canceller {
             canceller(self);
         }
@@ -923,9 +944,9 @@ impl<T: 'static> Deferred<T> {
         canceller: impl FnOnce(&Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
         let chain = Chain::new::<T>(Location::caller());
-        *chain.canceller.borrow_mut() = Some(Box::new(move |chain: &Rc<Chain>| {
+        chain.canceller.set(Some(Box::new(move |chain: &Rc<Chain>| {
             canceller(&Resolver::of(chain));
-        }));
+        })));
         (Resolver::of(&chain), Deferred::of(chain))
     }
 
@@ -1249,7 +1270,7 @@ impl<T: 'static> Deferred<T> {
         outer.fired.set(true);
         outer.fired_at.set(Some(Location::caller()));
         if let Err(failure) = outer.wait_on(self.chain) {
-            outer.state.borrow_mut().result = Some(Err(failure));
+            outer.state.borrow_mut().head = Head::Ready(Err(failure));
             outer.wake();
         }
         Ok(())
