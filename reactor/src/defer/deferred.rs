@@ -296,7 +296,14 @@ impl Callbacks {
     }
 
     /// Gives an empty queue's buffer back to the thread's stock.
+    #[inline]
     fn recycle(&mut self) {
+        if self.rest.is_some() {
+            self.recycle_rest();
+        }
+    }
+
+    fn recycle_rest(&mut self) {
         let Some(queue) = self.rest.take() else {
             return;
         };
@@ -405,12 +412,24 @@ impl Head {
     /// Takes the result, if it is there.
     #[inline]
     fn take_ready(&mut self) -> Option<ErasedOutcome> {
+        if !self.is_ready() {
+            return None;
+        }
         match std::mem::replace(self, Head::Empty) {
             Head::Ready(outcome) => Some(outcome),
-            other => {
-                *self = other;
-                None
-            }
+            _ => None,
+        }
+    }
+
+    /// Puts the result here (the head is usually empty: then there is
+    /// nothing to drop).
+    #[inline]
+    fn put(&mut self, outcome: ErasedOutcome) {
+        let old = std::mem::replace(self, Head::Ready(outcome));
+        if !matches!(old, Head::Empty) {
+            drop(old);
+        } else {
+            std::mem::forget(old);
         }
     }
 
@@ -451,7 +470,7 @@ impl Chain {
                 Err(payload) => {
                     // The callback that panicked took the result with it.
                     let failure = Failure::new(Panicked::from_payload(&*payload));
-                    self.state.borrow_mut().head = Head::Ready(Err(failure));
+                    self.state.borrow_mut().head.put(Err(failure));
                 }
             }
         }
@@ -461,8 +480,10 @@ impl Chain {
 impl<R: ?Sized> Drop for Chain<R> {
     fn drop(&mut self) {
         let state = self.state.get_mut();
-        if let Head::Ready(Err(failure)) = std::mem::replace(&mut state.head, Head::Empty) {
-            log::error!("Unhandled error in Deferred: {}", failure.describe());
+        if matches!(state.head, Head::Ready(Err(_))) {
+            if let Head::Ready(Err(failure)) = std::mem::replace(&mut state.head, Head::Empty) {
+                log::error!("Unhandled error in Deferred: {}", failure.describe());
+            }
         }
         // Callbacks and an outer chain may own further chains: dropping
         // them in place would recurse once per level. Hand them to the run
@@ -610,7 +631,7 @@ impl Chain {
         if let Err(failure) = &mut outcome {
             failure.note_locations(self.created_at, Some(at));
         }
-        self.state.borrow_mut().head = Head::Ready(outcome);
+        self.state.borrow_mut().head.put(outcome);
         self.wake();
     }
 
@@ -636,7 +657,15 @@ impl Chain {
     /// again behind it); then hands a final result to the consumer. The
     /// result is held here, not in the chain, while callbacks run.
     fn run_callbacks(self: &Rc<Self>) {
-        let first = self.state.borrow_mut().head.take_ready();
+        let first = {
+            let mut state = self.state.borrow_mut();
+            if state.callbacks.is_empty() {
+                // Nothing to run: straight to the consumer.
+                None
+            } else {
+                state.head.take_ready()
+            }
+        };
         if let Some(mut current) = first {
             loop {
                 // One borrow per callback: to take it, or, when none is
@@ -646,7 +675,7 @@ impl Chain {
                     match state.callbacks.pop_front() {
                         Some(callback) => callback,
                         None => {
-                            state.head = Head::Ready(current);
+                            state.head.put(current);
                             break;
                         }
                     }
@@ -660,7 +689,7 @@ impl Chain {
                 };
                 if runner::chains_queued() {
                     // Fairness: what this callback fired runs first.
-                    self.state.borrow_mut().head = Head::Ready(current);
+                    self.state.borrow_mut().head.put(current);
                     runner::requeue(Rc::clone(self));
                     return;
                 }
@@ -712,7 +741,7 @@ impl Chain {
     /// An inner chain this one waited on has its result.
     fn resume(self: &Rc<Self>, outcome: ErasedOutcome) {
         {
-            self.state.borrow_mut().head = Head::Ready(outcome);
+            self.state.borrow_mut().head.put(outcome);
         }
         self.wake();
     }
@@ -762,7 +791,7 @@ impl Chain {
                 let already = AlreadyConsumed {
                     created_at: self.created_at,
                 };
-                state.head = Head::Ready(Err(Failure::new(already)));
+                state.head.put(Err(Failure::new(already)));
             }
             state.callbacks.push_back(callback);
         }
@@ -1270,7 +1299,7 @@ impl<T: 'static> Deferred<T> {
         outer.fired.set(true);
         outer.fired_at.set(Some(Location::caller()));
         if let Err(failure) = outer.wait_on(self.chain) {
-            outer.state.borrow_mut().head = Head::Ready(Err(failure));
+            outer.state.borrow_mut().head.put(Err(failure));
             outer.wake();
         }
         Ok(())
