@@ -130,7 +130,8 @@ pub struct Deferred<T: 'static> {
 /// assert_eq!(d.take_result().unwrap().unwrap(), "fired");
 /// ```
 pub struct Resolver<T: 'static> {
-    chain: Rc<Chain>,
+    /// Typed: firing puts the value in the root slot with no dynamic check.
+    chain: Rc<TypedChain<T>>,
     /// The type the root fires with.
     root: PhantomData<fn(T)>,
 }
@@ -142,7 +143,7 @@ impl<T: 'static> Clone for Resolver<T> {
 }
 
 impl<T: 'static> Resolver<T> {
-    fn of(chain: &Rc<Chain>) -> Resolver<T> {
+    fn of(chain: &Rc<TypedChain<T>>) -> Resolver<T> {
         Resolver {
             chain: Rc::clone(chain),
             root: PhantomData,
@@ -249,6 +250,8 @@ enum Step {
 /// buffer comes from, and goes back to, a small per-thread stock of spare
 /// queues ([`SPARE_QUEUES`]), so that a long chain allocates nothing for
 /// its callbacks once the thread has run one like it.
+// The queue is boxed on purpose: one word in every chain instead of four.
+#[allow(clippy::box_collection)]
 #[derive(Default)]
 struct Callbacks {
     first: Option<Callback>,
@@ -267,6 +270,8 @@ const FIRST_QUEUE_CAPACITY: usize = 16;
 
 thread_local! {
     /// Empty callback queues, with their buffers, for the next chains.
+    // Boxes kept whole, so that a chain reuses the box too.
+    #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<VecDeque<Callback>>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -323,6 +328,7 @@ impl Callbacks {
 }
 
 /// An empty callback queue: a spare one, or a new one.
+#[allow(clippy::box_collection)]
 fn spare_queue() -> Box<VecDeque<Callback>> {
     SPARE
         .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
@@ -331,8 +337,9 @@ fn spare_queue() -> Box<VecDeque<Callback>> {
         .unwrap_or_else(|| Box::new(VecDeque::with_capacity(FIRST_QUEUE_CAPACITY)))
 }
 
-/// A canceller, its type erased (it is given a `Resolver<T>` of the chain).
-type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+/// A canceller, its type erased (it holds a weak handle on its chain, to
+/// give the user's canceller a `Resolver<T>`).
+type Canceller = Box<dyn FnOnce()>;
 
 /// One Deferred: its result and the callbacks still to run on it, in one
 /// allocation that grows (Twisted's model: a Deferred is a list of
@@ -370,6 +377,9 @@ pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
     /// The value, while it has the root's type (see [`Value::Root`]).
     root: R,
 }
+
+/// A chain whose root fires with a `T`, its type known.
+type TypedChain<T> = Chain<Cell<Option<T>>>;
 
 /// A chain's root slot, its type erased: a `Cell<Option<T>>`.
 pub(super) trait RootSlot {
@@ -477,6 +487,39 @@ impl Chain {
     }
 }
 
+impl<R: ?Sized> Chain<R> {
+    fn already_called(&self) -> AlreadyCalled {
+        AlreadyCalled {
+            created_at: self.created_at,
+            first_fired_at: self.fired_at.get(),
+        }
+    }
+}
+
+impl<T: 'static> TypedChain<T> {
+    /// Fires the root: the value goes straight into the root slot (empty
+    /// until the root fires).
+    fn fire(
+        self: &Rc<Self>,
+        outcome: Outcome<T>,
+        at: &'static Location<'static>,
+    ) -> Result<(), AlreadyCalled> {
+        if self.fired.get() {
+            if self.suppress_already_called.replace(false) {
+                return Ok(());
+            }
+            return Err(self.already_called());
+        }
+        let outcome = outcome.map(|value| {
+            self.root.set(Some(value));
+            Value::Root
+        });
+        let chain: Rc<Chain> = Rc::clone(self) as Rc<Chain>;
+        chain.fire_unchecked(outcome, at);
+        Ok(())
+    }
+}
+
 impl<R: ?Sized> Drop for Chain<R> {
     fn drop(&mut self) {
         let state = self.state.get_mut();
@@ -538,8 +581,8 @@ fn type_mix_up(at: &'static Location<'static>) -> Failure {
 
 impl Chain {
     /// A chain whose root fires with a `T`.
-    fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<Chain> {
-        let chain: Rc<Chain<Cell<Option<T>>>> = Rc::new(Chain {
+    fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<TypedChain<T>> {
+        Rc::new(Chain {
             state: RefCell::new(ChainState {
                 head: Head::Empty,
                 callbacks: Callbacks::default(),
@@ -552,8 +595,7 @@ impl Chain {
             fired_at: Cell::new(None),
             canceller: Cell::new(None),
             root: Cell::new(None),
-        });
-        chain
+        })
     }
 
     /// The root slot, if the root's type is `T`.
@@ -597,30 +639,6 @@ impl Chain {
             },
             other => other,
         }
-    }
-
-    fn already_called(&self) -> AlreadyCalled {
-        AlreadyCalled {
-            created_at: self.created_at,
-            first_fired_at: self.fired_at.get(),
-        }
-    }
-
-    /// Fires the root with a `T` (the root's type).
-    fn fire<T: 'static>(
-        self: &Rc<Self>,
-        outcome: Outcome<T>,
-        at: &'static Location<'static>,
-    ) -> Result<(), AlreadyCalled> {
-        if self.fired.get() {
-            if self.suppress_already_called.replace(false) {
-                return Ok(());
-            }
-            return Err(self.already_called());
-        }
-        let outcome = outcome.map(|value| self.put_value(value));
-        self.fire_unchecked(outcome, at);
-        Ok(())
     }
 
     fn fire_unchecked(self: &Rc<Self>, mut outcome: ErasedOutcome, at: &'static Location<'static>) {
@@ -834,7 +852,7 @@ impl Chain {
             // canceller of a Deferred that `chain_deferred` feeds).
             let canceller = self.canceller.take();
             if let Some(canceller) = canceller {
-                canceller(self);
+                canceller();
             }
             let inner = match &self.state.borrow().head {
                 Head::Waiting(inner) => inner.upgrade(),
@@ -847,7 +865,7 @@ impl Chain {
         }
         let canceller = self.canceller.take();
         if let Some(canceller) = canceller {
-            canceller(self);
+            canceller();
         }
         if !self.fired.get() {
             self.suppress_already_called.set(true);
@@ -883,8 +901,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
-        self.chain
-            .fire::<T>(Err(failure.into()), Location::caller())
+        self.chain.fire(Err(failure.into()), Location::caller())
     }
 
     /// Fires with a value or a failure.
@@ -973,8 +990,12 @@ impl<T: 'static> Deferred<T> {
         canceller: impl FnOnce(&Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
         let chain = Chain::new::<T>(Location::caller());
-        chain.canceller.set(Some(Box::new(move |chain: &Rc<Chain>| {
-            canceller(&Resolver::of(chain));
+        // A weak handle: the chain owns its canceller.
+        let typed = Rc::downgrade(&chain);
+        chain.canceller.set(Some(Box::new(move || {
+            if let Some(chain) = typed.upgrade() {
+                canceller(&Resolver::of(&chain));
+            }
         })));
         (Resolver::of(&chain), Deferred::of(chain))
     }
@@ -982,7 +1003,11 @@ impl<T: 'static> Deferred<T> {
     /// A Deferred already fired with `outcome`, created and fired at `at`.
     fn fired(outcome: Outcome<T>, at: &'static Location<'static>) -> Deferred<T> {
         let chain = Chain::new::<T>(at);
-        let outcome = outcome.map(|value| chain.put_value(value));
+        let outcome = outcome.map(|value| {
+            chain.root.set(Some(value));
+            Value::Root
+        });
+        let chain: Rc<Chain> = chain;
         chain.fire_unchecked(outcome, at);
         Deferred::of(chain)
     }
@@ -1295,7 +1320,8 @@ impl<T: 'static> Deferred<T> {
             return Err(other.chain.already_called());
         }
         // The other Deferred's root takes this one's result as its own.
-        let outer = &other.chain;
+        let outer: Rc<Chain> = Rc::clone(&other.chain) as Rc<Chain>;
+        let outer = &outer;
         outer.fired.set(true);
         outer.fired_at.set(Some(Location::caller()));
         if let Err(failure) = outer.wait_on(self.chain) {
