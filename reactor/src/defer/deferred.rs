@@ -649,8 +649,40 @@ impl Chain {
         if let Err(failure) = &mut outcome {
             failure.note_locations(self.created_at, Some(at));
         }
-        self.state.borrow_mut().head.put(outcome);
-        self.wake();
+        let watch = {
+            let mut state = self.state.borrow_mut();
+            if state.callbacks.is_empty()
+                && matches!(state.consumer, Consumer::Watch(..))
+                && runner::idle()
+            {
+                match std::mem::replace(&mut state.consumer, Consumer::Done) {
+                    Consumer::Watch(watcher, index) => Some((watcher, index)),
+                    other => {
+                        state.consumer = other;
+                        None
+                    }
+                }
+            } else {
+                None
+            }
+        };
+        match watch {
+            // A list's input with no callbacks, fired outside any callback:
+            // what the chain queue would do at once, without the queue.
+            Some((watcher, index)) => runner::run_now(|| {
+                let delivered = catch_unwind(AssertUnwindSafe(|| {
+                    watcher.arrive_erased(index, outcome, self);
+                }));
+                if let Err(payload) = delivered {
+                    let failure = Failure::new(Panicked::from_payload(&*payload));
+                    self.state.borrow_mut().head.put(Err(failure));
+                }
+            }),
+            None => {
+                self.state.borrow_mut().head.put(outcome);
+                self.wake();
+            }
+        }
     }
 
     /// Moves the result on if there is work: callbacks to run or a
