@@ -242,7 +242,7 @@ impl<W: Watch> ErasedWatch for W {
 /// What a callback hands on: a result now, or a Deferred to wait for.
 enum Step {
     Now(ErasedOutcome),
-    Wait(Rc<Chain>),
+    Wait(Rc<Chain>, Detach),
 }
 
 /// A chain's callbacks in order: the first inline (most chains have one or
@@ -363,7 +363,7 @@ type Canceller = Box<dyn FnOnce()>;
 /// type `T` the root fires with): a value of that type stays there, not in
 /// a box, so a chain whose callbacks keep the root's type allocates nothing
 /// for its values.
-pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
+pub(super) struct Chain<R: ?Sized = dyn Any> {
     state: RefCell<ChainState>,
     /// The root fired (or was cancelled).
     fired: Cell<bool>,
@@ -381,20 +381,22 @@ pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
 /// A chain whose root fires with a `T`, its type known.
 type TypedChain<T> = Chain<Cell<Option<T>>>;
 
-/// A chain's root slot, its type erased: a `Cell<Option<T>>`.
-pub(super) trait RootSlot {
-    fn as_any(&self) -> &dyn Any;
-    /// The value, moved into a box (to hand it to another chain).
-    fn take_boxed(&self) -> Option<Box<dyn Any>>;
-}
+/// Moves a chain's final value out of its root slot into a box, to hand it
+/// to another chain: [`detach_as`] for the type at the chain's tail, known
+/// where the chain is handed over (a root slot is a `Cell<Option<R>>` seen
+/// as `dyn Any`, with no method of its own to box its value).
+type Detach = fn(&Chain, ErasedOutcome) -> ErasedOutcome;
 
-impl<T: 'static> RootSlot for Cell<Option<T>> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn take_boxed(&self) -> Option<Box<dyn Any>> {
-        self.take().map(erase)
+/// The outcome at the tail of `chain`, of type `U`, with a value in the root
+/// slot moved into a box (a value at the tail is in the root slot only if
+/// the root's type is `U`).
+fn detach_as<U: 'static>(chain: &Chain, outcome: ErasedOutcome) -> ErasedOutcome {
+    match outcome {
+        Ok(Value::Root) => match chain.root_of::<U>().and_then(Cell::take) {
+            Some(value) => Ok(Value::Boxed(erase(value))),
+            None => Err(type_mix_up(chain.created_at)),
+        },
+        other => other,
     }
 }
 
@@ -462,7 +464,7 @@ enum Consumer {
     Waker(Waker),
     /// An outer chain waiting on this one (a callback returned it, or
     /// `chain_deferred`).
-    Outer(Rc<Chain>),
+    Outer(Rc<Chain>, Detach),
     /// A list watching this Deferred as its input at that index
     /// ([`Deferred::watch`]).
     Watch(Rc<dyn ErasedWatch>, usize),
@@ -538,7 +540,7 @@ impl<R: ?Sized> Drop for Chain<R> {
             runner::drop_later(Box::new(callbacks));
         }
         match std::mem::replace(&mut state.consumer, Consumer::Done) {
-            Consumer::Outer(outer) => runner::drop_later(Box::new(outer)),
+            Consumer::Outer(outer, _) => runner::drop_later(Box::new(outer)),
             Consumer::Watch(watcher, _) => runner::drop_later(Box::new(watcher)),
             _ => {}
         }
@@ -601,7 +603,7 @@ impl Chain {
     /// The root slot, if the root's type is `T`.
     #[inline]
     fn root_of<T: 'static>(&self) -> Option<&Cell<Option<T>>> {
-        self.root.as_any().downcast_ref::<Cell<Option<T>>>()
+        self.root.downcast_ref::<Cell<Option<T>>>()
     }
 
     /// Takes a value of type `T` out of the chain's root slot or its box.
@@ -626,18 +628,6 @@ impl Chain {
                 Value::Root
             }
             None => Value::Boxed(erase(value)),
-        }
-    }
-
-    /// The outcome, with a value in the root slot moved into a box, to hand
-    /// it to another chain.
-    fn detach(&self, outcome: ErasedOutcome) -> ErasedOutcome {
-        match outcome {
-            Ok(Value::Root) => match self.root.take_boxed() {
-                Some(boxed) => Ok(Value::Boxed(boxed)),
-                None => Err(type_mix_up(self.created_at)),
-            },
-            other => other,
         }
     }
 
@@ -694,7 +684,7 @@ impl Chain {
                 && (!state.callbacks.is_empty()
                     || matches!(
                         state.consumer,
-                        Consumer::Waker(_) | Consumer::Outer(_) | Consumer::Watch(..)
+                        Consumer::Waker(_) | Consumer::Outer(..) | Consumer::Watch(..)
                     ))
         };
         if runnable && !self.scheduled.replace(true) {
@@ -732,7 +722,7 @@ impl Chain {
                 };
                 current = match callback(current, self) {
                     Step::Now(next) => next,
-                    Step::Wait(inner) => match self.wait_on(inner) {
+                    Step::Wait(inner, detach) => match self.wait_on(inner, detach) {
                         Ok(()) => break,
                         Err(failure) => Err(failure),
                     },
@@ -758,9 +748,12 @@ impl Chain {
                 return;
             }
             match std::mem::replace(&mut state.consumer, Consumer::Nobody) {
-                Consumer::Outer(outer) => {
+                Consumer::Outer(outer, detach) => {
                     state.consumer = Consumer::Done;
-                    state.head.take_ready().map(|outcome| (outer, outcome))
+                    state
+                        .head
+                        .take_ready()
+                        .map(|outcome| (outer, detach, outcome))
                 }
                 Consumer::Waker(waker) => {
                     drop(state);
@@ -783,8 +776,8 @@ impl Chain {
                 }
             }
         };
-        if let Some((outer, outcome)) = handoff {
-            outer.resume(self.detach(outcome));
+        if let Some((outer, detach, outcome)) = handoff {
+            outer.resume(detach(self, outcome));
         }
     }
 
@@ -801,7 +794,7 @@ impl Chain {
     ///
     /// An error (for the chain to go on with) when `inner` is this chain
     /// or already has a consumer.
-    fn wait_on(self: &Rc<Self>, inner: Rc<Chain>) -> Result<(), Failure> {
+    fn wait_on(self: &Rc<Self>, inner: Rc<Chain>, detach: Detach) -> Result<(), Failure> {
         if Rc::ptr_eq(self, &inner) {
             return Err(Failure::msg(format!(
                 "a callback of the Deferred created at {} returned that same Deferred",
@@ -812,10 +805,10 @@ impl Chain {
             let mut state = inner.state.borrow_mut();
             match state.consumer {
                 Consumer::Nobody | Consumer::Waker(_) => {
-                    state.consumer = Consumer::Outer(Rc::clone(self));
+                    state.consumer = Consumer::Outer(Rc::clone(self), detach);
                     false
                 }
-                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
+                Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => true,
             }
         };
         if taken {
@@ -834,7 +827,7 @@ impl Chain {
             let mut state = self.state.borrow_mut();
             if matches!(
                 state.consumer,
-                Consumer::Done | Consumer::Outer(_) | Consumer::Watch(..)
+                Consumer::Done | Consumer::Outer(..) | Consumer::Watch(..)
             ) {
                 // A second consumer: it gets a failure saying so.
                 state.consumer = Consumer::Nobody;
@@ -1139,7 +1132,7 @@ impl<T: 'static> Deferred<T> {
                                 }
                             }
                             Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain),
+                            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
                         }
                     }
                     Ok(Value::Boxed(mut erased)) => {
@@ -1166,7 +1159,7 @@ impl<T: 'static> Deferred<T> {
                                 }
                             }
                             Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain),
+                            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
                         }
                     }
                 }
@@ -1186,7 +1179,7 @@ impl<T: 'static> Deferred<T> {
                         Consumer::Watch(Rc::clone(&watcher) as Rc<dyn ErasedWatch>, index);
                     false
                 }
-                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
+                Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => true,
             }
         };
         if taken {
@@ -1356,7 +1349,7 @@ impl<T: 'static> Deferred<T> {
         let outer = &outer;
         outer.fired.set(true);
         outer.fired_at.set(Some(Location::caller()));
-        if let Err(failure) = outer.wait_on(self.chain) {
+        if let Err(failure) = outer.wait_on(self.chain, detach_as::<T>) {
             outer.state.borrow_mut().head.put(Err(failure));
             outer.wake();
         }
@@ -1426,7 +1419,7 @@ impl Step {
     fn from_link<U: 'static>(chain: &Chain, link: Link<U>) -> Step {
         match link {
             Link::Now(outcome) => Step::Now(outcome.map(|value| chain.put_value(value))),
-            Link::Wait(inner) => Step::Wait(inner.chain),
+            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
         }
     }
 }
@@ -1447,7 +1440,7 @@ impl<T: 'static> Future for Deferred<T> {
                     *w = cx.waker().clone();
                 }
             }
-            Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => {
+            Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => {
                 return Poll::Ready(Err(Failure::new(AlreadyConsumed {
                     created_at: chain.created_at,
                 })))
