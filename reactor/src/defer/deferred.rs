@@ -214,8 +214,11 @@ type ErasedOutcome = Result<Value, Failure>;
 /// One callback of a chain, its types erased. It is given its chain (for
 /// the root slot, and where the chain was created, for the failure a type
 /// mix-up would be), so that it need not capture them: a callback that
-/// captures nothing is not allocated.
-type Callback = Box<dyn FnOnce(ErasedOutcome, &Chain) -> Step>;
+/// captures nothing is not allocated. It transforms the chain's current
+/// outcome in place (a value that keeps the root's type stays in the root
+/// slot, and the outcome is not even rewritten), or returns a Deferred to
+/// wait for.
+type Callback = Box<dyn FnOnce(&mut ErasedOutcome, &Chain) -> Wait>;
 
 /// What watches several Deferreds at once (the lists of `list.rs`): each
 /// input's outcome arrives with the input's index.
@@ -239,11 +242,9 @@ impl<W: Watch> ErasedWatch for W {
     }
 }
 
-/// What a callback hands on: a result now, or a Deferred to wait for.
-enum Step {
-    Now(ErasedOutcome),
-    Wait(Rc<Chain>, Detach),
-}
+/// What a callback hands on besides its outcome: a Deferred to wait for
+/// (then the outcome it leaves is void).
+type Wait = Option<(Rc<Chain>, Detach)>;
 
 /// A chain's callbacks in order: the first inline (most chains have one or
 /// two, and then need no allocation for them), the rest in a queue whose
@@ -720,13 +721,12 @@ impl Chain {
                         }
                     }
                 };
-                current = match callback(current, self) {
-                    Step::Now(next) => next,
-                    Step::Wait(inner, detach) => match self.wait_on(inner, detach) {
+                if let Some((inner, detach)) = callback(&mut current, self) {
+                    match self.wait_on(inner, detach) {
                         Ok(()) => break,
-                        Err(failure) => Err(failure),
-                    },
-                };
+                        Err(failure) => current = Err(failure),
+                    }
+                }
                 if runner::chains_queued() {
                     // Fairness: what this callback fired runs first.
                     self.state.borrow_mut().head.put(current);
@@ -1108,62 +1108,65 @@ impl<T: 'static> Deferred<T> {
     /// not one per callback).
     #[track_caller]
     fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Link<U> + 'static) -> Deferred<U> {
-        self.chain
-            .push(Box::new(move |outcome: ErasedOutcome, chain: &Chain| {
-                match outcome {
-                    Err(failure) => Step::from_link(chain, f(Err(failure))),
+        self.chain.push(Box::new(
+            move |current: &mut ErasedOutcome, chain: &Chain| {
+                if std::mem::size_of::<T>() == 0 || current.is_err() {
+                    // Nothing to keep in place: take the outcome out.
+                    let outcome = std::mem::replace(current, Ok(Value::Root));
+                    let outcome = outcome.and_then(|value| chain.take_value::<T>(value));
+                    return f(outcome).settle(current, chain);
+                }
+                match current {
                     Ok(Value::Root) => {
                         let Some(slot) = chain.root_of::<T>() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         let Some(value) = slot.take() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         match f(Ok(value)) {
                             // The same type as the root's goes back in its
-                            // slot (decided at compile time); another is boxed.
+                            // slot (decided at compile time), and the outcome
+                            // stays as it is; another is boxed.
                             Link::Now(Ok(next)) => {
                                 match (slot as &dyn Any).downcast_ref::<Cell<Option<U>>>() {
-                                    Some(same) => {
-                                        same.set(Some(next));
-                                        Step::Now(Ok(Value::Root))
-                                    }
-                                    None => Step::Now(Ok(Value::Boxed(erase(next)))),
+                                    Some(same) => same.set(Some(next)),
+                                    None => *current = Ok(Value::Boxed(erase(next))),
                                 }
+                                None
                             }
-                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
+                            other => other.settle(current, chain),
                         }
                     }
-                    Ok(Value::Boxed(mut erased)) => {
-                        if std::mem::size_of::<T>() == 0 {
-                            return Step::from_link(chain, f(unerase(erased, chain.created_at)));
-                        }
+                    Ok(Value::Boxed(erased)) => {
                         // Take the value out of its box and keep the box, to
                         // put the next value in if it has the same type
                         // (decided at compile time: no second dynamic check).
                         let Some(slot) = erased.downcast_mut::<Option<T>>() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         let Some(value) = slot.take() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         match f(Ok(value)) {
                             Link::Now(Ok(next)) => {
-                                match (slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+                                let same = (slot as &mut dyn Any).downcast_mut::<Option<U>>();
+                                match same {
                                     Some(same) if std::mem::size_of::<U>() != 0 => {
                                         *same = Some(next);
-                                        Step::Now(Ok(Value::Boxed(erased)))
                                     }
-                                    _ => Step::Now(Ok(chain.put_value(next))),
+                                    _ => *current = Ok(chain.put_value(next)),
                                 }
+                                None
                             }
-                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
+                            other => other.settle(current, chain),
                         }
                     }
+                    // Handled above.
+                    Err(_) => None,
                 }
-            }));
+            },
+        ));
         Deferred::of(self.chain)
     }
 
@@ -1413,13 +1416,17 @@ enum Link<U: 'static> {
     Wait(Deferred<U>),
 }
 
-impl Step {
-    /// The erased form of a link's step.
+impl<U: 'static> Link<U> {
+    /// Erases a link's step: its outcome into `current`, or the Deferred
+    /// to wait for.
     #[inline]
-    fn from_link<U: 'static>(chain: &Chain, link: Link<U>) -> Step {
-        match link {
-            Link::Now(outcome) => Step::Now(outcome.map(|value| chain.put_value(value))),
-            Link::Wait(inner) => Step::Wait(inner.chain, detach_as::<U>),
+    fn settle(self, current: &mut ErasedOutcome, chain: &Chain) -> Wait {
+        match self {
+            Link::Now(outcome) => {
+                *current = outcome.map(|value| chain.put_value(value));
+                None
+            }
+            Link::Wait(inner) => Some((inner.chain, detach_as::<U>)),
         }
     }
 }
