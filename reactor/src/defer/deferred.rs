@@ -356,7 +356,7 @@ type Canceller = Box<dyn FnOnce()>;
 /// each callback, if that callback made other chains runnable, this one
 /// goes to the back of the queue, so a Deferred fired inside a callback
 /// runs right after that callback returns. A callback that returns a
-/// Deferred pauses the chain until that one has a result (`waiting_on`);
+/// Deferred pauses the chain until that one has a result (`Head::Waiting`);
 /// the inner chain hands it over through the queue, so nesting of any depth
 /// uses constant stack.
 ///
