@@ -130,7 +130,8 @@ pub struct Deferred<T: 'static> {
 /// assert_eq!(d.take_result().unwrap().unwrap(), "fired");
 /// ```
 pub struct Resolver<T: 'static> {
-    chain: Rc<Chain>,
+    /// Typed: firing puts the value in the root slot with no dynamic check.
+    chain: Rc<TypedChain<T>>,
     /// The type the root fires with.
     root: PhantomData<fn(T)>,
 }
@@ -142,7 +143,7 @@ impl<T: 'static> Clone for Resolver<T> {
 }
 
 impl<T: 'static> Resolver<T> {
-    fn of(chain: &Rc<Chain>) -> Resolver<T> {
+    fn of(chain: &Rc<TypedChain<T>>) -> Resolver<T> {
         Resolver {
             chain: Rc::clone(chain),
             root: PhantomData,
@@ -213,8 +214,11 @@ type ErasedOutcome = Result<Value, Failure>;
 /// One callback of a chain, its types erased. It is given its chain (for
 /// the root slot, and where the chain was created, for the failure a type
 /// mix-up would be), so that it need not capture them: a callback that
-/// captures nothing is not allocated.
-type Callback = Box<dyn FnOnce(ErasedOutcome, &Chain) -> Step>;
+/// captures nothing is not allocated. It transforms the chain's current
+/// outcome in place (a value that keeps the root's type stays in the root
+/// slot, and the outcome is not even rewritten), or returns a Deferred to
+/// wait for.
+type Callback = Box<dyn FnOnce(&mut ErasedOutcome, &Chain) -> Wait>;
 
 /// What watches several Deferreds at once (the lists of `list.rs`): each
 /// input's outcome arrives with the input's index.
@@ -238,21 +242,23 @@ impl<W: Watch> ErasedWatch for W {
     }
 }
 
-/// What a callback hands on: a result now, or a Deferred to wait for.
-enum Step {
-    Now(ErasedOutcome),
-    Wait(Rc<Chain>),
-}
+/// What a callback hands on besides its outcome: a Deferred to wait for
+/// (then the outcome it leaves is void).
+type Wait = Option<(Rc<Chain>, Detach)>;
 
 /// A chain's callbacks in order: the first inline (most chains have one or
 /// two, and then need no allocation for them), the rest in a queue whose
 /// buffer comes from, and goes back to, a small per-thread stock of spare
 /// queues ([`SPARE_QUEUES`]), so that a long chain allocates nothing for
 /// its callbacks once the thread has run one like it.
+// The queue is boxed on purpose: one word in every chain instead of four.
+#[allow(clippy::box_collection)]
 #[derive(Default)]
 struct Callbacks {
     first: Option<Callback>,
-    rest: VecDeque<Callback>,
+    /// Boxed, so that a chain with at most one callback (most of them)
+    /// pays one word for it, not a whole `VecDeque`.
+    rest: Option<Box<VecDeque<Callback>>>,
 }
 
 /// How many spare callback queues a thread keeps.
@@ -265,19 +271,20 @@ const FIRST_QUEUE_CAPACITY: usize = 16;
 
 thread_local! {
     /// Empty callback queues, with their buffers, for the next chains.
-    static SPARE: RefCell<Vec<VecDeque<Callback>>> = const { RefCell::new(Vec::new()) };
+    // Boxes kept whole, so that a chain reuses the box too.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<VecDeque<Callback>>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Callbacks {
     #[inline]
     fn push_back(&mut self, callback: Callback) {
-        if self.first.is_none() && self.rest.is_empty() {
+        if self.is_empty() {
             self.first = Some(callback);
         } else {
-            if self.rest.capacity() == 0 {
-                self.rest = spare_queue();
-            }
-            self.rest.push_back(callback);
+            self.rest
+                .get_or_insert_with(spare_queue)
+                .push_back(callback);
         }
     }
 
@@ -285,22 +292,30 @@ impl Callbacks {
     fn pop_front(&mut self) -> Option<Callback> {
         match self.first.take() {
             Some(first) => Some(first),
-            None => self.rest.pop_front(),
+            None => self.rest.as_mut()?.pop_front(),
         }
     }
 
     #[inline]
     fn is_empty(&self) -> bool {
-        self.first.is_none() && self.rest.is_empty()
+        self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
     }
 
     /// Gives an empty queue's buffer back to the thread's stock.
+    #[inline]
     fn recycle(&mut self) {
-        let cap = self.rest.capacity();
-        if cap == 0 || cap > SPARE_QUEUE_CAPACITY || !self.rest.is_empty() {
+        if self.rest.is_some() {
+            self.recycle_rest();
+        }
+    }
+
+    fn recycle_rest(&mut self) {
+        let Some(queue) = self.rest.take() else {
+            return;
+        };
+        if queue.capacity() > SPARE_QUEUE_CAPACITY || !queue.is_empty() {
             return;
         }
-        let queue = std::mem::take(&mut self.rest);
         // The thread's storage may be going away, or borrowed by a drop
         // running inside `spare_queue`: then the buffer is simply freed.
         let _ = SPARE.try_with(|spare| {
@@ -314,16 +329,18 @@ impl Callbacks {
 }
 
 /// An empty callback queue: a spare one, or a new one.
-fn spare_queue() -> VecDeque<Callback> {
+#[allow(clippy::box_collection)]
+fn spare_queue() -> Box<VecDeque<Callback>> {
     SPARE
         .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
         .ok()
         .flatten()
-        .unwrap_or_else(|| VecDeque::with_capacity(FIRST_QUEUE_CAPACITY))
+        .unwrap_or_else(|| Box::new(VecDeque::with_capacity(FIRST_QUEUE_CAPACITY)))
 }
 
-/// A canceller, its type erased (it is given a `Resolver<T>` of the chain).
-type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
+/// A canceller, its type erased (it holds a weak handle on its chain, to
+/// give the user's canceller a `Resolver<T>`).
+type Canceller = Box<dyn FnOnce()>;
 
 /// One Deferred: its result and the callbacks still to run on it, in one
 /// allocation that grows (Twisted's model: a Deferred is a list of
@@ -339,7 +356,7 @@ type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
 /// each callback, if that callback made other chains runnable, this one
 /// goes to the back of the queue, so a Deferred fired inside a callback
 /// runs right after that callback returns. A callback that returns a
-/// Deferred pauses the chain until that one has a result (`waiting_on`);
+/// Deferred pauses the chain until that one has a result (`Head::Waiting`);
 /// the inner chain hands it over through the queue, so nesting of any depth
 /// uses constant stack.
 ///
@@ -347,7 +364,7 @@ type Canceller = Box<dyn FnOnce(&Rc<Chain>)>;
 /// type `T` the root fires with): a value of that type stays there, not in
 /// a box, so a chain whose callbacks keep the root's type allocates nothing
 /// for its values.
-pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
+pub(super) struct Chain<R: ?Sized = dyn Any> {
     state: RefCell<ChainState>,
     /// The root fired (or was cancelled).
     fired: Cell<bool>,
@@ -357,39 +374,87 @@ pub(super) struct Chain<R: ?Sized = dyn RootSlot> {
     suppress_already_called: Cell<bool>,
     created_at: &'static Location<'static>,
     fired_at: Cell<Option<&'static Location<'static>>>,
-    canceller: RefCell<Option<Canceller>>,
+    canceller: Cell<Option<Canceller>>,
     /// The value, while it has the root's type (see [`Value::Root`]).
     root: R,
 }
 
-/// A chain's root slot, its type erased: a `Cell<Option<T>>`.
-pub(super) trait RootSlot {
-    fn as_any(&self) -> &dyn Any;
-    /// The value, moved into a box (to hand it to another chain).
-    fn take_boxed(&self) -> Option<Box<dyn Any>>;
-}
+/// A chain whose root fires with a `T`, its type known.
+type TypedChain<T> = Chain<Cell<Option<T>>>;
 
-impl<T: 'static> RootSlot for Cell<Option<T>> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+/// Moves a chain's final value out of its root slot into a box, to hand it
+/// to another chain: [`detach_as`] for the type at the chain's tail, known
+/// where the chain is handed over (a root slot is a `Cell<Option<R>>` seen
+/// as `dyn Any`, with no method of its own to box its value).
+type Detach = fn(&Chain, ErasedOutcome) -> ErasedOutcome;
 
-    fn take_boxed(&self) -> Option<Box<dyn Any>> {
-        self.take().map(erase)
+/// The outcome at the tail of `chain`, of type `U`, with a value in the root
+/// slot moved into a box (a value at the tail is in the root slot only if
+/// the root's type is `U`).
+fn detach_as<U: 'static>(chain: &Chain, outcome: ErasedOutcome) -> ErasedOutcome {
+    match outcome {
+        Ok(Value::Root) => match chain.root_of::<U>().and_then(Cell::take) {
+            Some(value) => Ok(Value::Boxed(erase(value))),
+            None => Err(type_mix_up(chain.created_at)),
+        },
+        other => other,
     }
 }
 
 struct ChainState {
     /// The result at the head of `callbacks` (at the tail when none are
-    /// left); `None` before firing, while a callback runs, while waiting on
-    /// an inner Deferred, and once consumed.
-    result: Option<ErasedOutcome>,
+    /// left), or the Deferred the chain waits on.
+    head: Head,
     callbacks: Callbacks,
-    /// The Deferred a callback returned, until it hands its result here:
-    /// `cancel` is forwarded there.
-    waiting_on: Option<Weak<Chain>>,
     /// Who gets the result once no callback is left.
     consumer: Consumer,
+}
+
+/// What is at the head of a chain's callbacks.
+enum Head {
+    /// Nothing: before firing, while a callback runs, and once consumed.
+    Empty,
+    /// The result.
+    Ready(ErasedOutcome),
+    /// The Deferred a callback returned, until it hands its result here:
+    /// `cancel` is forwarded there.
+    Waiting(Weak<Chain>),
+}
+
+impl Head {
+    /// Takes the result, if it is there.
+    #[inline]
+    fn take_ready(&mut self) -> Option<ErasedOutcome> {
+        if !self.is_ready() {
+            return None;
+        }
+        match std::mem::replace(self, Head::Empty) {
+            Head::Ready(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// Puts the result here (the head is usually empty: then there is
+    /// nothing to drop).
+    #[inline]
+    fn put(&mut self, outcome: ErasedOutcome) {
+        let old = std::mem::replace(self, Head::Ready(outcome));
+        if !matches!(old, Head::Empty) {
+            drop(old);
+        } else {
+            std::mem::forget(old);
+        }
+    }
+
+    #[inline]
+    fn is_ready(&self) -> bool {
+        matches!(self, Head::Ready(_))
+    }
+
+    #[inline]
+    fn is_waiting(&self) -> bool {
+        matches!(self, Head::Waiting(_))
+    }
 }
 
 enum Consumer {
@@ -400,7 +465,7 @@ enum Consumer {
     Waker(Waker),
     /// An outer chain waiting on this one (a callback returned it, or
     /// `chain_deferred`).
-    Outer(Rc<Chain>),
+    Outer(Rc<Chain>, Detach),
     /// A list watching this Deferred as its input at that index
     /// ([`Deferred::watch`]).
     Watch(Rc<dyn ErasedWatch>, usize),
@@ -418,18 +483,53 @@ impl Chain {
                 Err(payload) => {
                     // The callback that panicked took the result with it.
                     let failure = Failure::new(Panicked::from_payload(&*payload));
-                    self.state.borrow_mut().result = Some(Err(failure));
+                    self.state.borrow_mut().head.put(Err(failure));
                 }
             }
         }
     }
 }
 
+impl<R: ?Sized> Chain<R> {
+    fn already_called(&self) -> AlreadyCalled {
+        AlreadyCalled {
+            created_at: self.created_at,
+            first_fired_at: self.fired_at.get(),
+        }
+    }
+}
+
+impl<T: 'static> TypedChain<T> {
+    /// Fires the root: the value goes straight into the root slot (empty
+    /// until the root fires).
+    fn fire(
+        self: &Rc<Self>,
+        outcome: Outcome<T>,
+        at: &'static Location<'static>,
+    ) -> Result<(), AlreadyCalled> {
+        if self.fired.get() {
+            if self.suppress_already_called.replace(false) {
+                return Ok(());
+            }
+            return Err(self.already_called());
+        }
+        let outcome = outcome.map(|value| {
+            self.root.set(Some(value));
+            Value::Root
+        });
+        let chain: Rc<Chain> = Rc::clone(self) as Rc<Chain>;
+        chain.fire_unchecked(outcome, at);
+        Ok(())
+    }
+}
+
 impl<R: ?Sized> Drop for Chain<R> {
     fn drop(&mut self) {
         let state = self.state.get_mut();
-        if let Some(Err(failure)) = state.result.take() {
-            log::error!("Unhandled error in Deferred: {}", failure.describe());
+        if matches!(state.head, Head::Ready(Err(_))) {
+            if let Head::Ready(Err(failure)) = std::mem::replace(&mut state.head, Head::Empty) {
+                log::error!("Unhandled error in Deferred: {}", failure.describe());
+            }
         }
         // Callbacks and an outer chain may own further chains: dropping
         // them in place would recurse once per level. Hand them to the run
@@ -441,7 +541,7 @@ impl<R: ?Sized> Drop for Chain<R> {
             runner::drop_later(Box::new(callbacks));
         }
         match std::mem::replace(&mut state.consumer, Consumer::Done) {
-            Consumer::Outer(outer) => runner::drop_later(Box::new(outer)),
+            Consumer::Outer(outer, _) => runner::drop_later(Box::new(outer)),
             Consumer::Watch(watcher, _) => runner::drop_later(Box::new(watcher)),
             _ => {}
         }
@@ -484,12 +584,11 @@ fn type_mix_up(at: &'static Location<'static>) -> Failure {
 
 impl Chain {
     /// A chain whose root fires with a `T`.
-    fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<Chain> {
-        let chain: Rc<Chain<Cell<Option<T>>>> = Rc::new(Chain {
+    fn new<T: 'static>(created_at: &'static Location<'static>) -> Rc<TypedChain<T>> {
+        Rc::new(Chain {
             state: RefCell::new(ChainState {
-                result: None,
+                head: Head::Empty,
                 callbacks: Callbacks::default(),
-                waiting_on: None,
                 consumer: Consumer::Nobody,
             }),
             fired: Cell::new(false),
@@ -497,16 +596,15 @@ impl Chain {
             suppress_already_called: Cell::new(false),
             created_at,
             fired_at: Cell::new(None),
-            canceller: RefCell::new(None),
+            canceller: Cell::new(None),
             root: Cell::new(None),
-        });
-        chain
+        })
     }
 
     /// The root slot, if the root's type is `T`.
     #[inline]
     fn root_of<T: 'static>(&self) -> Option<&Cell<Option<T>>> {
-        self.root.as_any().downcast_ref::<Cell<Option<T>>>()
+        self.root.downcast_ref::<Cell<Option<T>>>()
     }
 
     /// Takes a value of type `T` out of the chain's root slot or its box.
@@ -534,52 +632,48 @@ impl Chain {
         }
     }
 
-    /// The outcome, with a value in the root slot moved into a box, to hand
-    /// it to another chain.
-    fn detach(&self, outcome: ErasedOutcome) -> ErasedOutcome {
-        match outcome {
-            Ok(Value::Root) => match self.root.take_boxed() {
-                Some(boxed) => Ok(Value::Boxed(boxed)),
-                None => Err(type_mix_up(self.created_at)),
-            },
-            other => other,
-        }
-    }
-
-    fn already_called(&self) -> AlreadyCalled {
-        AlreadyCalled {
-            created_at: self.created_at,
-            first_fired_at: self.fired_at.get(),
-        }
-    }
-
-    /// Fires the root with a `T` (the root's type).
-    fn fire<T: 'static>(
-        self: &Rc<Self>,
-        outcome: Outcome<T>,
-        at: &'static Location<'static>,
-    ) -> Result<(), AlreadyCalled> {
-        if self.fired.get() {
-            if self.suppress_already_called.replace(false) {
-                return Ok(());
-            }
-            return Err(self.already_called());
-        }
-        let outcome = outcome.map(|value| self.put_value(value));
-        self.fire_unchecked(outcome, at);
-        Ok(())
-    }
-
     fn fire_unchecked(self: &Rc<Self>, mut outcome: ErasedOutcome, at: &'static Location<'static>) {
         self.fired.set(true);
         self.fired_at.set(Some(at));
-        let canceller = self.canceller.borrow_mut().take();
+        let canceller = self.canceller.take();
         drop(canceller);
         if let Err(failure) = &mut outcome {
             failure.note_locations(self.created_at, Some(at));
         }
-        self.state.borrow_mut().result = Some(outcome);
-        self.wake();
+        let watch = {
+            let mut state = self.state.borrow_mut();
+            if state.callbacks.is_empty()
+                && matches!(state.consumer, Consumer::Watch(..))
+                && runner::idle()
+            {
+                match std::mem::replace(&mut state.consumer, Consumer::Done) {
+                    Consumer::Watch(watcher, index) => Some((watcher, index)),
+                    other => {
+                        state.consumer = other;
+                        None
+                    }
+                }
+            } else {
+                None
+            }
+        };
+        match watch {
+            // A list's input with no callbacks, fired outside any callback:
+            // what the chain queue would do at once, without the queue.
+            Some((watcher, index)) => runner::run_now(|| {
+                let delivered = catch_unwind(AssertUnwindSafe(|| {
+                    watcher.arrive_erased(index, outcome, self);
+                }));
+                if let Err(payload) = delivered {
+                    let failure = Failure::new(Panicked::from_payload(&*payload));
+                    self.state.borrow_mut().head.put(Err(failure));
+                }
+            }),
+            None => {
+                self.state.borrow_mut().head.put(outcome);
+                self.wake();
+            }
+        }
     }
 
     /// Moves the result on if there is work: callbacks to run or a
@@ -587,12 +681,11 @@ impl Chain {
     fn wake(self: &Rc<Self>) {
         let runnable = {
             let state = self.state.borrow();
-            state.result.is_some()
-                && state.waiting_on.is_none()
+            state.head.is_ready()
                 && (!state.callbacks.is_empty()
                     || matches!(
                         state.consumer,
-                        Consumer::Waker(_) | Consumer::Outer(_) | Consumer::Watch(..)
+                        Consumer::Waker(_) | Consumer::Outer(..) | Consumer::Watch(..)
                     ))
         };
         if runnable && !self.scheduled.replace(true) {
@@ -607,9 +700,11 @@ impl Chain {
     fn run_callbacks(self: &Rc<Self>) {
         let first = {
             let mut state = self.state.borrow_mut();
-            match state.waiting_on {
-                Some(_) => None,
-                None => state.result.take(),
+            if state.callbacks.is_empty() {
+                // Nothing to run: straight to the consumer.
+                None
+            } else {
+                state.head.take_ready()
             }
         };
         if let Some(mut current) = first {
@@ -621,21 +716,20 @@ impl Chain {
                     match state.callbacks.pop_front() {
                         Some(callback) => callback,
                         None => {
-                            state.result = Some(current);
+                            state.head.put(current);
                             break;
                         }
                     }
                 };
-                current = match callback(current, self) {
-                    Step::Now(next) => next,
-                    Step::Wait(inner) => match self.wait_on(inner) {
+                if let Some((inner, detach)) = callback(&mut current, self) {
+                    match self.wait_on(inner, detach) {
                         Ok(()) => break,
-                        Err(failure) => Err(failure),
-                    },
-                };
+                        Err(failure) => current = Err(failure),
+                    }
+                }
                 if runner::chains_queued() {
                     // Fairness: what this callback fired runs first.
-                    self.state.borrow_mut().result = Some(current);
+                    self.state.borrow_mut().head.put(current);
                     runner::requeue(Rc::clone(self));
                     return;
                 }
@@ -650,13 +744,16 @@ impl Chain {
     fn deliver(self: &Rc<Self>) {
         let handoff = {
             let mut state = self.state.borrow_mut();
-            if state.result.is_none() || !state.callbacks.is_empty() || state.waiting_on.is_some() {
+            if !state.head.is_ready() || !state.callbacks.is_empty() {
                 return;
             }
             match std::mem::replace(&mut state.consumer, Consumer::Nobody) {
-                Consumer::Outer(outer) => {
+                Consumer::Outer(outer, detach) => {
                     state.consumer = Consumer::Done;
-                    state.result.take().map(|outcome| (outer, outcome))
+                    state
+                        .head
+                        .take_ready()
+                        .map(|outcome| (outer, detach, outcome))
                 }
                 Consumer::Waker(waker) => {
                     drop(state);
@@ -666,7 +763,7 @@ impl Chain {
                 }
                 Consumer::Watch(watcher, index) => {
                     state.consumer = Consumer::Done;
-                    let outcome = state.result.take();
+                    let outcome = state.head.take_ready();
                     drop(state);
                     if let Some(outcome) = outcome {
                         watcher.arrive_erased(index, outcome, self);
@@ -679,17 +776,15 @@ impl Chain {
                 }
             }
         };
-        if let Some((outer, outcome)) = handoff {
-            outer.resume(self.detach(outcome));
+        if let Some((outer, detach, outcome)) = handoff {
+            outer.resume(detach(self, outcome));
         }
     }
 
     /// An inner chain this one waited on has its result.
     fn resume(self: &Rc<Self>, outcome: ErasedOutcome) {
         {
-            let mut state = self.state.borrow_mut();
-            state.waiting_on = None;
-            state.result = Some(outcome);
+            self.state.borrow_mut().head.put(outcome);
         }
         self.wake();
     }
@@ -699,7 +794,7 @@ impl Chain {
     ///
     /// An error (for the chain to go on with) when `inner` is this chain
     /// or already has a consumer.
-    fn wait_on(self: &Rc<Self>, inner: Rc<Chain>) -> Result<(), Failure> {
+    fn wait_on(self: &Rc<Self>, inner: Rc<Chain>, detach: Detach) -> Result<(), Failure> {
         if Rc::ptr_eq(self, &inner) {
             return Err(Failure::msg(format!(
                 "a callback of the Deferred created at {} returned that same Deferred",
@@ -710,10 +805,10 @@ impl Chain {
             let mut state = inner.state.borrow_mut();
             match state.consumer {
                 Consumer::Nobody | Consumer::Waker(_) => {
-                    state.consumer = Consumer::Outer(Rc::clone(self));
+                    state.consumer = Consumer::Outer(Rc::clone(self), detach);
                     false
                 }
-                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
+                Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => true,
             }
         };
         if taken {
@@ -721,7 +816,7 @@ impl Chain {
                 created_at: inner.created_at,
             }));
         }
-        self.state.borrow_mut().waiting_on = Some(Rc::downgrade(&inner));
+        self.state.borrow_mut().head = Head::Waiting(Rc::downgrade(&inner));
         inner.wake();
         Ok(())
     }
@@ -732,14 +827,14 @@ impl Chain {
             let mut state = self.state.borrow_mut();
             if matches!(
                 state.consumer,
-                Consumer::Done | Consumer::Outer(_) | Consumer::Watch(..)
+                Consumer::Done | Consumer::Outer(..) | Consumer::Watch(..)
             ) {
                 // A second consumer: it gets a failure saying so.
                 state.consumer = Consumer::Nobody;
                 let already = AlreadyConsumed {
                     created_at: self.created_at,
                 };
-                state.result = Some(Err(Failure::new(already)));
+                state.head.put(Err(Failure::new(already)));
             }
             state.callbacks.push_back(callback);
         }
@@ -753,12 +848,12 @@ impl Chain {
         let erased = {
             let mut state = self.state.borrow_mut();
             if !state.callbacks.is_empty()
-                || state.waiting_on.is_some()
+                || state.head.is_waiting()
                 || !matches!(state.consumer, Consumer::Nobody | Consumer::Waker(_))
             {
                 return None;
             }
-            let erased = state.result.take()?;
+            let erased = state.head.take_ready()?;
             state.consumer = Consumer::Done;
             erased
         };
@@ -771,33 +866,31 @@ impl Chain {
         let state = self.state.borrow();
         self.fired.get()
             && state.callbacks.is_empty()
-            && state.waiting_on.is_none()
+            && !state.head.is_waiting()
             && !self.scheduled.get()
-            && (state.result.is_some() || matches!(state.consumer, Consumer::Done))
+            && (state.head.is_ready() || matches!(state.consumer, Consumer::Done))
     }
 
     fn cancel(self: &Rc<Self>, at: &'static Location<'static>) {
         if self.fired.get() {
             // Fired: cancel what the chain waits on, if anything (after the
             // canceller of a Deferred that `chain_deferred` feeds).
-            let canceller = self.canceller.borrow_mut().take();
+            let canceller = self.canceller.take();
             if let Some(canceller) = canceller {
-                canceller(self);
+                canceller();
             }
-            let inner = self
-                .state
-                .borrow()
-                .waiting_on
-                .as_ref()
-                .and_then(Weak::upgrade);
+            let inner = match &self.state.borrow().head {
+                Head::Waiting(inner) => inner.upgrade(),
+                _ => None,
+            };
             if let Some(inner) = inner {
                 inner.cancel(at);
             }
             return;
         }
-        let canceller = self.canceller.borrow_mut().take();
+        let canceller = self.canceller.take();
         if let Some(canceller) = canceller {
-            canceller(self);
+            canceller();
         }
         if !self.fired.get() {
             self.suppress_already_called.set(true);
@@ -833,8 +926,7 @@ impl<T: 'static> Resolver<T> {
     /// ```
     #[track_caller]
     pub fn errback(&self, failure: impl Into<Failure>) -> Result<(), AlreadyCalled> {
-        self.chain
-            .fire::<T>(Err(failure.into()), Location::caller())
+        self.chain.fire(Err(failure.into()), Location::caller())
     }
 
     /// Fires with a value or a failure.
@@ -923,16 +1015,24 @@ impl<T: 'static> Deferred<T> {
         canceller: impl FnOnce(&Resolver<T>) + 'static,
     ) -> (Resolver<T>, Deferred<T>) {
         let chain = Chain::new::<T>(Location::caller());
-        *chain.canceller.borrow_mut() = Some(Box::new(move |chain: &Rc<Chain>| {
-            canceller(&Resolver::of(chain));
-        }));
+        // A weak handle: the chain owns its canceller.
+        let typed = Rc::downgrade(&chain);
+        chain.canceller.set(Some(Box::new(move || {
+            if let Some(chain) = typed.upgrade() {
+                canceller(&Resolver::of(&chain));
+            }
+        })));
         (Resolver::of(&chain), Deferred::of(chain))
     }
 
     /// A Deferred already fired with `outcome`, created and fired at `at`.
     fn fired(outcome: Outcome<T>, at: &'static Location<'static>) -> Deferred<T> {
         let chain = Chain::new::<T>(at);
-        let outcome = outcome.map(|value| chain.put_value(value));
+        let outcome = outcome.map(|value| {
+            chain.root.set(Some(value));
+            Value::Root
+        });
+        let chain: Rc<Chain> = chain;
         chain.fire_unchecked(outcome, at);
         Deferred::of(chain)
     }
@@ -1008,62 +1108,65 @@ impl<T: 'static> Deferred<T> {
     /// not one per callback).
     #[track_caller]
     fn link<U: 'static>(self, f: impl FnOnce(Outcome<T>) -> Link<U> + 'static) -> Deferred<U> {
-        self.chain
-            .push(Box::new(move |outcome: ErasedOutcome, chain: &Chain| {
-                match outcome {
-                    Err(failure) => Step::from_link(chain, f(Err(failure))),
+        self.chain.push(Box::new(
+            move |current: &mut ErasedOutcome, chain: &Chain| {
+                if std::mem::size_of::<T>() == 0 || current.is_err() {
+                    // Nothing to keep in place: take the outcome out.
+                    let outcome = std::mem::replace(current, Ok(Value::Root));
+                    let outcome = outcome.and_then(|value| chain.take_value::<T>(value));
+                    return f(outcome).settle(current, chain);
+                }
+                match current {
                     Ok(Value::Root) => {
                         let Some(slot) = chain.root_of::<T>() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         let Some(value) = slot.take() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         match f(Ok(value)) {
                             // The same type as the root's goes back in its
-                            // slot (decided at compile time); another is boxed.
+                            // slot (decided at compile time), and the outcome
+                            // stays as it is; another is boxed.
                             Link::Now(Ok(next)) => {
                                 match (slot as &dyn Any).downcast_ref::<Cell<Option<U>>>() {
-                                    Some(same) => {
-                                        same.set(Some(next));
-                                        Step::Now(Ok(Value::Root))
-                                    }
-                                    None => Step::Now(Ok(Value::Boxed(erase(next)))),
+                                    Some(same) => same.set(Some(next)),
+                                    None => *current = Ok(Value::Boxed(erase(next))),
                                 }
+                                None
                             }
-                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain),
+                            other => other.settle(current, chain),
                         }
                     }
-                    Ok(Value::Boxed(mut erased)) => {
-                        if std::mem::size_of::<T>() == 0 {
-                            return Step::from_link(chain, f(unerase(erased, chain.created_at)));
-                        }
+                    Ok(Value::Boxed(erased)) => {
                         // Take the value out of its box and keep the box, to
                         // put the next value in if it has the same type
                         // (decided at compile time: no second dynamic check).
                         let Some(slot) = erased.downcast_mut::<Option<T>>() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         let Some(value) = slot.take() else {
-                            return Step::from_link(chain, f(Err(type_mix_up(chain.created_at))));
+                            return f(Err(type_mix_up(chain.created_at))).settle(current, chain);
                         };
                         match f(Ok(value)) {
                             Link::Now(Ok(next)) => {
-                                match (slot as &mut dyn Any).downcast_mut::<Option<U>>() {
+                                let same = (slot as &mut dyn Any).downcast_mut::<Option<U>>();
+                                match same {
                                     Some(same) if std::mem::size_of::<U>() != 0 => {
                                         *same = Some(next);
-                                        Step::Now(Ok(Value::Boxed(erased)))
                                     }
-                                    _ => Step::Now(Ok(chain.put_value(next))),
+                                    _ => *current = Ok(chain.put_value(next)),
                                 }
+                                None
                             }
-                            Link::Now(Err(failure)) => Step::Now(Err(failure)),
-                            Link::Wait(inner) => Step::Wait(inner.chain),
+                            other => other.settle(current, chain),
                         }
                     }
+                    // Handled above.
+                    Err(_) => None,
                 }
-            }));
+            },
+        ));
         Deferred::of(self.chain)
     }
 
@@ -1079,7 +1182,7 @@ impl<T: 'static> Deferred<T> {
                         Consumer::Watch(Rc::clone(&watcher) as Rc<dyn ErasedWatch>, index);
                     false
                 }
-                Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => true,
+                Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => true,
             }
         };
         if taken {
@@ -1245,11 +1348,12 @@ impl<T: 'static> Deferred<T> {
             return Err(other.chain.already_called());
         }
         // The other Deferred's root takes this one's result as its own.
-        let outer = &other.chain;
+        let outer: Rc<Chain> = Rc::clone(&other.chain) as Rc<Chain>;
+        let outer = &outer;
         outer.fired.set(true);
         outer.fired_at.set(Some(Location::caller()));
-        if let Err(failure) = outer.wait_on(self.chain) {
-            outer.state.borrow_mut().result = Some(Err(failure));
+        if let Err(failure) = outer.wait_on(self.chain, detach_as::<T>) {
+            outer.state.borrow_mut().head.put(Err(failure));
             outer.wake();
         }
         Ok(())
@@ -1312,13 +1416,17 @@ enum Link<U: 'static> {
     Wait(Deferred<U>),
 }
 
-impl Step {
-    /// The erased form of a link's step.
+impl<U: 'static> Link<U> {
+    /// Erases a link's step: its outcome into `current`, or the Deferred
+    /// to wait for.
     #[inline]
-    fn from_link<U: 'static>(chain: &Chain, link: Link<U>) -> Step {
-        match link {
-            Link::Now(outcome) => Step::Now(outcome.map(|value| chain.put_value(value))),
-            Link::Wait(inner) => Step::Wait(inner.chain),
+    fn settle(self, current: &mut ErasedOutcome, chain: &Chain) -> Wait {
+        match self {
+            Link::Now(outcome) => {
+                *current = outcome.map(|value| chain.put_value(value));
+                None
+            }
+            Link::Wait(inner) => Some((inner.chain, detach_as::<U>)),
         }
     }
 }
@@ -1339,7 +1447,7 @@ impl<T: 'static> Future for Deferred<T> {
                     *w = cx.waker().clone();
                 }
             }
-            Consumer::Outer(_) | Consumer::Watch(..) | Consumer::Done => {
+            Consumer::Outer(..) | Consumer::Watch(..) | Consumer::Done => {
                 return Poll::Ready(Err(Failure::new(AlreadyConsumed {
                     created_at: chain.created_at,
                 })))

@@ -111,6 +111,27 @@ pub(super) fn schedule(job: Rc<Chain>) {
     drain_queue();
 }
 
+/// Whether nothing is queued or running: a chain made runnable now would
+/// run at once ([`schedule`]).
+#[inline]
+pub(super) fn idle() -> bool {
+    QUEUED.with(Cell::get) == 0 && !DRAINING.with(Cell::get)
+}
+
+/// Runs `f` as [`schedule`] runs a chain when the queue is [`idle`]: what
+/// it makes runnable is queued, and runs after it returns.
+pub(super) fn run_now(f: impl FnOnce()) {
+    if DRAINING.with(|d| d.replace(true)) {
+        // Not idle after all: still run `f` (it is this chain's turn: the
+        // caller found the queue idle), then let the running drain go on.
+        f();
+        return;
+    }
+    let _reset = ResetDraining;
+    f();
+    drain_queue();
+}
+
 /// Clears `DRAINING` when a drain ends, unwinding included.
 struct ResetDraining;
 
