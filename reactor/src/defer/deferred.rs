@@ -279,12 +279,12 @@ thread_local! {
 impl Callbacks {
     #[inline]
     fn push_back(&mut self, callback: Callback) {
-        if self.is_empty() {
-            self.first = Some(callback);
-        } else {
-            self.rest
-                .get_or_insert_with(spare_queue)
-                .push_back(callback);
+        // Once the queue exists, everything goes behind what it holds
+        // (`first` is popped before it), whether or not `first` is set.
+        match &mut self.rest {
+            Some(rest) => rest.push_back(callback),
+            None if self.first.is_none() => self.first = Some(callback),
+            None => self.rest.insert(spare_queue()).push_back(callback),
         }
     }
 
@@ -822,6 +822,7 @@ impl Chain {
     }
 
     /// Appends a callback, and runs it if the result is there.
+    #[inline]
     fn push(self: &Rc<Self>, callback: Callback) {
         {
             let mut state = self.state.borrow_mut();
