@@ -407,15 +407,11 @@ herd_round() {
 # $CLIENT_CORE, so each round trip has the two cross-core wake-ups that
 # every timed flood has (the IAMAT to the herd, the AT back to Probe).
 floor_round() {
-    local round=$1 line
+    local round=$1
     start_server mio "r$round-floor" || return 0
-    line=$(taskset -c "$CLIENT_CORE" "$BIN/loadgen" pingpong --addr "127.0.0.1:$SERVER_PORT" \
-        --count "$FLOOR_COUNT" --size "$SIZE" --label floor 2>>"$OUT/loadgen.err" |
-        tee -a "$OUT/loadgen.log" | grep '^RESULT' | tail -1 || true)
+    # loadgen appends to $RESULTS: here, the herd's results.
+    RESULTS=$HERD_RESULTS loadgen "$round" floor pingpong --count "$FLOOR_COUNT" --size "$SIZE"
     stop_server
-    [[ -n $line ]] || line="RESULT mode=floor errors=1"
-    echo "round=$round server=floor ${line/mode=pingpong/mode=floor}" >>"$HERD_RESULTS"
-    log "round $round cross-core floor: ${line#RESULT }"
 }
 
 if want herd && [[ " ${herds[*]} " == *" gyre "* ]]; then
@@ -623,7 +619,7 @@ for peer in ("twisted", "base"):
         print(f"| gyre / {peer} | " + " | ".join(cells) + " |")
         print(f"\n(gyre / {peer}: above 1 is better for IAMAT/s, below 1 for latencies and CPU.)")
 
-floor = [med("floor", "floor", k) for k in ("p50_us", "p99_us", "p999_us")]
+floor = [med("floor", "pingpong", k) for k in ("p50_us", "p99_us", "p999_us")]
 if floor[0] is not None:
     print(f"\nCross-core floor (a raw mio line echo on the servers' core, one line at a time"
           f" from the load client's core: the two cross-core wake-ups every timed flood has):"

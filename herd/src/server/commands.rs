@@ -164,23 +164,21 @@ impl Server {
             &mut at_line,
         );
         let location = Location::new(&at_line[..], iamat.time_ns, iamat.coordinates);
-        let mut sent_to = self.flood_scratch.take();
-        sent_to.clear();
-        if self.offer(iamat.client, location, None, &mut sent_to) {
-            // The flood's line is shown here: it was never received.
-            self.log.entry(format_args!(
-                "new location for {}, sent to {}: {}",
-                Escaped(iamat.client),
-                Flooded(&sent_to),
-                Escaped(&at_line)
-            ));
-        } else {
-            self.log.entry(format_args!(
-                "not newer than the stored location for {}: not stored nor forwarded",
-                Escaped(iamat.client)
-            ));
-        }
-        self.flood_scratch.replace(sent_to);
+        self.offer_then(iamat.client, location, None, |stored, sent_to| {
+            if stored {
+                // The flood's line is shown here: it was never received.
+                self.log.entry(format_args!(
+                    "new location for {}, sent to {sent_to}: {}",
+                    Escaped(iamat.client),
+                    Escaped(&at_line)
+                ));
+            } else {
+                self.log.entry(format_args!(
+                    "not newer than the stored location for {}: not stored nor forwarded",
+                    Escaped(iamat.client)
+                ));
+            }
+        });
         at_line.push(b'\n');
         conn.push_ready(at_line);
     }
@@ -278,30 +276,26 @@ impl Server {
             Ok(Command::At(at)) => {
                 let now_ns = command::unix_nanos((self.options.wall_clock)());
                 match self.refuse_location(at.client, at.time_ns, now_ns) {
-                    None => {
-                        let mut sent_to = self.flood_scratch.take();
-                        sent_to.clear();
-                        let stored = self.offer(
-                            at.client,
-                            Location::from_at(&at),
-                            Some(neighbour),
-                            &mut sent_to,
-                        );
-                        if stored {
-                            self.log.entry(format_args!(
-                                "received from {neighbour} ({peer}), stored and sent to {}: {}",
-                                Flooded(&sent_to),
-                                Escaped(line)
-                            ));
-                        } else {
-                            self.log.entry(format_args!(
-                                "received from {neighbour} ({peer}), not newer than the stored \
-                                 location (dropped): {}",
-                                Escaped(line)
-                            ));
-                        }
-                        self.flood_scratch.replace(sent_to);
-                    }
+                    None => self.offer_then(
+                        at.client,
+                        Location::from_at(&at),
+                        Some(neighbour),
+                        |stored, sent_to| {
+                            if stored {
+                                self.log.entry(format_args!(
+                                    "received from {neighbour} ({peer}), stored and sent to \
+                                     {sent_to}: {}",
+                                    Escaped(line)
+                                ));
+                            } else {
+                                self.log.entry(format_args!(
+                                    "received from {neighbour} ({peer}), not newer than the \
+                                     stored location (dropped): {}",
+                                    Escaped(line)
+                                ));
+                            }
+                        },
+                    ),
                     Some(why) => {
                         self.metrics.count(Counter::AtReceivedRefused);
                         self.log.entry(format_args!(
@@ -328,11 +322,28 @@ impl Server {
         }
     }
 
+    /// [`offer`](Self::offer), then `log(stored, sent_to)`, where `sent_to`
+    /// shows the neighbours the flood was written to (the list is built in
+    /// a string kept between calls: no allocation per line).
+    fn offer_then(
+        &self,
+        client: &[u8],
+        location: Location,
+        from: Option<&str>,
+        log: impl FnOnce(bool, Flooded<'_>),
+    ) {
+        let mut sent_to = self.flood_scratch.take();
+        sent_to.clear();
+        let stored = self.offer(client, location, from, &mut sent_to);
+        log(stored, Flooded(&sent_to));
+        self.flood_scratch.replace(sent_to);
+    }
+
     /// Stores `location` if it is newer, and floods it to every neighbour
     /// but `from`, appending the neighbours it was sent to now to
     /// `sent_to`. Returns whether it was stored. The caller logs the
     /// outcome (`link_line`, `iamat`).
-    pub(super) fn offer(
+    fn offer(
         &self,
         client: &[u8],
         location: Location,

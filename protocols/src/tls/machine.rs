@@ -671,7 +671,7 @@ impl TlsMachine {
 
 /// Puts `buf` back into `slot` (if the slot has not been refilled since),
 /// emptied and with at most [`TLS_BUFFER_FLOOR`] of capacity.
-fn restore(slot: &mut Vec<u8>, mut buf: Vec<u8>) {
+pub(super) fn restore(slot: &mut Vec<u8>, mut buf: Vec<u8>) {
     buf.clear();
     buf.shrink_to(TLS_BUFFER_FLOOR);
     if slot.is_empty() && slot.capacity() < buf.capacity() {

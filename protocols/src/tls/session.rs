@@ -568,15 +568,8 @@ impl TlsTransport {
             m.write(&[&unsent]);
         }
         self.flush();
-        // Keep the buffer for the next flush, within the record size.
-        let mut unsent = unsent;
-        unsent.clear();
-        if unsent.capacity() <= 2 * COALESCE_MAX {
-            let mut slot = self.unsent.borrow_mut();
-            if slot.is_empty() {
-                *slot = unsent;
-            }
-        }
+        // Kept for the next flush, within the buffers' floor.
+        super::machine::restore(&mut self.unsent.borrow_mut(), unsent);
     }
 
     /// Writes the ciphertext the machine has ready to the TCP transport.
